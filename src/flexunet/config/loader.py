@@ -254,6 +254,8 @@ def validate(cfg: Config) -> None:
     _check(0 < t.reducer_factor < 1, f"{src}: [train] reducer_factor = {t.reducer_factor}: expected in (0, 1)")
     _check(t.precision in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16", "64"),
            f"{src}: [train] precision = {t.precision!r}: expected auto, 32, bf16-mixed or 16-mixed")
+    _check(not cfg.mask.class_names or len(cfg.mask.class_names) == m.num_classes,
+           f"{src}: [mask] class_names = {cfg.mask.class_names!r}: expected {m.num_classes} names, one per class")
     _check(cfg.mask.mask_file_format.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npz", ".npy"),
            f"{src}: [mask] mask_file_format = {cfg.mask.mask_file_format!r}: expected .png, .jpg, .tif or .npz")
     s = cfg.slice

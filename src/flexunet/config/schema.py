@@ -122,6 +122,7 @@ class MaskConfig:
     color_tolerance: float = _f(60.0, "Max RGB distance from the nearest rgb_map colour; farther pixels are an error "
                                       "when they exceed color_outlier_fraction.")
     color_outlier_fraction: float = _f(0.01, "Fraction of pixels allowed beyond color_tolerance.")
+    class_names: tuple = _f((), "Class names by id; default background, liver, tumour (3 classes) or class_<id>.")
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,18 @@ class Config:
     pincdistortion: RadialDistortionConfig
     base_dir: str = "."
     source: str = "<defaults>"
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name of each class id (background first)."""
+        n = self.model.num_classes
+        if self.mask.class_names:
+            return list(self.mask.class_names)
+        if n == 3:
+            return ["background", "liver", "tumour"]
+        if n == 2:
+            return ["background", "liver"]
+        return ["background"] + [f"class_{i}" for i in range(1, n)]
 
     @property
     def class_colors(self) -> list[tuple[int, int, int]]:

@@ -1,0 +1,46 @@
+# FlexUNet developer targets. Python 3.10+ and pip; torch==2.13.0 (CPU) is pinned.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+# 2 cores: keep BLAS from oversubscribing pytest workers
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-augment bench-memory clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python bench/demo.py
+
+bench-speed: $(STAMP)
+	$(BIN)/python bench/speed.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py
+
+bench-models: $(STAMP)
+	$(BIN)/python bench/models.py
+
+bench-augment: $(STAMP)
+	$(BIN)/python bench/augment_speed.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py
+
+clean:
+	rm -rf demo_run bench/results .pytest_cache

@@ -1,0 +1,242 @@
+"""``flexunet`` command line: parses arguments and calls one function per command.
+
+Heavy modules (torch, lightning, monai) are imported inside the command
+functions, so ``flexunet --help`` answers at once.  Errors from bad input are
+one line (``flexunet: error: ...``) with a non-zero exit; ``--debug`` shows
+the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+EXIT_INPUT = 2
+EXIT_ABORTED = 3
+EXIT_INTERNAL = 1
+
+
+def _config(args):
+    from .config import load_config
+
+    return load_config(args.config, overrides=args.set or [])
+
+
+def cmd_train(args):
+    from .train.runner import train
+
+    res = train(_config(args), resume=args.resume, quiet=args.quiet)
+    if res.get("is_global_zero", True):
+        print(f"trained {res['epochs']} epochs in {res['seconds']:.1f} s ({res['precision']}); "
+              f"best val_loss {res['best_val_loss']:.4f}; best weights {res['best']}; resumable {res['last']}")
+
+
+def cmd_evaluate(args):
+    from .infer.evaluate2d import evaluate
+
+    evaluate(_config(args), weights=args.weights, out_dir=args.output, quiet=args.quiet)
+
+
+def cmd_infer(args):
+    from .infer.infer2d import infer
+
+    res = infer(_config(args), weights=args.weights, tiled=True if args.tiled else None,
+                keep_going=args.keep_going, quiet=args.quiet)
+    return _report_failures(res["failures"])
+
+
+def _report_failures(failures) -> int:
+    if not failures:
+        return 0
+    print(f"flexunet: {len(failures)} file(s) failed:", file=sys.stderr)
+    for name, msg in failures:
+        print(f"  {name}: {msg}", file=sys.stderr)
+    return EXIT_INPUT
+
+
+def cmd_stats(args):
+    from .config import default_config, load_config
+    from .data.stats import run_stats
+
+    cfg = load_config(args.config) if args.config else default_config()
+    out = args.output or os.path.join(args.dataset_dir, "dataset_statistics.png")
+    run_stats(args.dataset_dir, cfg, out)
+
+
+def cmd_import(args):
+    from .data.importers import import_dataset
+
+    manifest = import_dataset(args.format, args.src, args.dst, progress=not args.quiet)
+    print(f"wrote {manifest}")
+
+
+def cmd_phantom(args):
+    from .data.phantom import write_phantoms
+
+    manifest = write_phantoms(args.dst, cases=args.cases, seed=args.seed)
+    print(f"wrote {args.cases} phantom cases, manifest {manifest}")
+
+
+def cmd_slice(args):
+    from .data.slicer import slice_cases
+
+    slice_cases(_config(args), quiet=args.quiet)
+
+
+def cmd_infer_volume(args):
+    from .infer.volume import infer_volumes
+
+    res = infer_volumes(_config(args), args.inputs, args.output, weights=args.weights,
+                        postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet)
+    return _report_failures(res["failures"])
+
+
+def cmd_evaluate_volume(args):
+    from .metrics.volume import evaluate_volume_dirs, format_table
+
+    out = args.output or args.pred_dir
+    res = evaluate_volume_dirs(args.pred_dir, args.gt_dir, out)
+    print(format_table(res))
+    print(f"wrote {os.path.join(out, 'volume_metrics.csv')} and volume_metrics.json")
+
+
+def cmd_models(args):
+    from .config import default_config, load_config
+    from .models.summary import format_models_table, models_table
+
+    cfg = load_config(args.config) if args.config else default_config()
+    import dataclasses
+
+    m = dataclasses.replace(cfg.model, image_width=args.size, image_height=args.size)
+    rows = models_table(m, size=args.size, flops=not args.no_flops)
+    print(format_models_table(rows))
+
+
+def cmd_augment_preview(args):
+    from .data.preview import preview_from_config
+
+    out = preview_from_config(_config(args), n=args.n, out_png=args.output, seed=args.seed)
+    print(f"wrote {out}")
+
+
+def cmd_config_doc(args):
+    from .config import reference_markdown
+
+    print(reference_markdown())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flexunet", description="Liver and liver-tumour CT segmentation "
+                                "(successor of TensorFlowFlexUNet; reads its train_eval_infer.config).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("config", help="train_eval_infer.config")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = with_config("train", cmd_train, "train the [model] on [train]/[valid]")
+    sp.add_argument("--resume", action="store_true", help="continue from model_dir/last.ckpt")
+    sp = with_config("evaluate", cmd_evaluate, "evaluate best.pt on [test]: evaluation.csv/.json")
+    sp.add_argument("--weights", help="checkpoint (default: model_dir/best.pt)")
+    sp.add_argument("--output", help="folder of evaluation.csv (default: the config's folder)")
+    sp = with_config("infer", cmd_infer, "segment [infer] images_dir into palette PNGs and overlays")
+    sp.add_argument("--weights", help="checkpoint (default: model_dir/best.pt)")
+    sp.add_argument("--tiled", action="store_true", help="sliding-window inference for large images")
+    sp.add_argument("--keep-going", action="store_true", help="report failing files and continue")
+
+    sp = sub.add_parser("stats", help="dataset statistics chart and class fractions")
+    sp.add_argument("dataset_dir", help="folder with train/valid/test x images/masks")
+    sp.add_argument("--config", help="config giving rgb_map (default: black/blue/red)")
+    sp.add_argument("--output", help="PNG path (default: DATASET_DIR/dataset_statistics.png)")
+    sp.set_defaults(func=cmd_stats)
+
+    sp = sub.add_parser("import", help="import CT datasets into canonical case folders")
+    sp.add_argument("format", choices=["lits", "kaggle", "msd", "ircadb", "mrc"])
+    sp.add_argument("src")
+    sp.add_argument("dst")
+    sp.set_defaults(func=cmd_import)
+
+    sp = sub.add_parser("phantom", help="generate synthetic abdominal CT cases (NIfTI, labels 0/1/2)")
+    sp.add_argument("dst")
+    sp.add_argument("--cases", type=int, default=8)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_phantom)
+
+    with_config("slice", cmd_slice, "cut [slice] cases into the 2D train/valid/test layout, split by patient")
+
+    sp = with_config("infer-volume", cmd_infer_volume, "segment CT volumes (NIfTI/DICOM/MRC) into label NIfTI")
+    sp.add_argument("inputs", nargs="+", help="volumes: .nii/.nii.gz files, DICOM folders or .zip, .mrc")
+    sp.add_argument("--output", required=True, help="output folder for <case>.nii.gz")
+    sp.add_argument("--weights", help="checkpoint (default: model_dir/best.pt)")
+    sp.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole filling")
+    sp.add_argument("--keep-going", action="store_true", help="report failing volumes and continue")
+
+    sp = sub.add_parser("evaluate-volume", help="LiTS metrics of label volumes against ground truth")
+    sp.add_argument("pred_dir")
+    sp.add_argument("gt_dir")
+    sp.add_argument("--output", help="folder for volume_metrics.csv/json (default: PRED_DIR)")
+    sp.set_defaults(func=cmd_evaluate_volume)
+
+    sp = sub.add_parser("models", help="list registered architectures with parameters and GFLOPs")
+    sp.add_argument("--config", help="config whose [model] section sizes the models")
+    sp.add_argument("--size", type=int, default=256)
+    sp.add_argument("--no-flops", action="store_true")
+    sp.set_defaults(func=cmd_models)
+
+    sp = with_config("augment-preview", cmd_augment_preview, "grid PNG of augmented training samples")
+    sp.add_argument("--n", type=int, default=16)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--output", help="PNG path (default: eval_dir/augment_preview.png)")
+
+    sp = sub.add_parser("config-doc", help="print the config reference (markdown)")
+    sp.set_defaults(func=cmd_config_doc)
+    return p
+
+
+def _one_line_warnings() -> None:
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"flexunet: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import FlexUNetError, TrainingAborted
+
+    if not args.debug:
+        _one_line_warnings()
+    try:
+        rc = args.func(args)
+        return int(rc or 0)
+    except TrainingAborted as exc:
+        if args.debug:
+            raise
+        print(f"flexunet: stopped: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except FlexUNetError as exc:
+        if args.debug:
+            raise
+        print(f"flexunet: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("flexunet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"flexunet: error: {exc.__class__.__name__}: {first} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``flexunet infer``: every image in [infer] images_dir -> palette PNG mask + overlay.
+
+Images are predicted in batches at the model's size and the probabilities are
+resized back to each image's own size.  With [tiledinfer] (or ``--tiled``), an
+image larger than the model input is segmented in overlapping tiles blended
+with a Gaussian (MONAI sliding window), never squashed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import FlexUNetError
+
+
+def _save_png(img, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def infer(cfg, weights: str | None = None, tiled: bool | None = None, keep_going: bool = False,
+          quiet: bool = False) -> dict:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..data.images import colorize, list_images, load_image, normalize_image, overlay
+    from ..io.atomic import safe_child
+    from .common import load_predictor
+    from .predictor import batched
+
+    use_tiles = cfg.tiledinfer.enabled if tiled is None else tiled
+    ti = cfg.tiledinfer
+    images_dir = (ti.images_dir if use_tiles and ti.images_dir else cfg.infer.images_dir)
+    out_dir = Path(ti.output_dir if use_tiles and ti.output_dir else cfg.infer.output_dir)
+    ov = (ti.merged_dir if use_tiles else None) or cfg.infer.overlay_dir or cfg.infer.merged_dir
+    overlay_dir = Path(ov) if ov else out_dir.with_name(out_dir.name.rstrip("/") + "_overlay")
+    paths = list_images(images_dir)
+    for d in (out_dir, overlay_dir):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FlexUNetError(f"{d}: output folder cannot be created ({exc.strerror}); expected a writable folder")
+    predictor = load_predictor(cfg, weights)
+    size = (cfg.model.image_height, cfg.model.image_width)
+    failures: list[tuple[str, str]] = []
+    written = 0
+    bar = tqdm(total=len(paths), desc="infer", disable=quiet, leave=False)
+    for chunk in batched(paths, cfg.infer.batch_size):
+        loaded = []
+        for p in chunk:
+            try:
+                raw = load_image(p, cfg, resize=False)
+                loaded.append((p, raw))
+            except FlexUNetError as exc:
+                if not keep_going:
+                    raise
+                failures.append((str(p), str(exc)))
+        if not loaded:
+            bar.update(len(chunk))
+            continue
+        norm = [normalize_image(raw, cfg) for _, raw in loaded]
+        if use_tiles:
+            labels = []
+            for im in norm:
+                if im.shape[1] > size[0] or im.shape[2] > size[1]:
+                    probs = predictor.tiled_probs(torch.as_tensor(im)[None], size, ti.overlapping)
+                    labels.append(probs[0].argmax(0).cpu().numpy())
+                else:
+                    labels.extend(predictor.predict_resized([im], size))
+        else:
+            labels = predictor.predict_resized(norm, size)
+        for (p, raw), lab in zip(loaded, labels):
+            name = safe_child(out_dir, p.stem + ".png")
+            _save_png(colorize(lab.astype(np.uint8), cfg), name)
+            _save_png(overlay(raw, lab, cfg), safe_child(overlay_dir, p.stem + ".png"))
+            written += 1
+        bar.update(len(chunk))
+    bar.close()
+    if not quiet:
+        print(f"wrote {written} masks to {out_dir} and overlays to {overlay_dir}")
+    return {"written": written, "failures": failures, "output_dir": str(out_dir), "overlay_dir": str(overlay_dir)}

@@ -1,0 +1,105 @@
+"""Batched 2D prediction, shared by evaluate, infer, the epoch snapshots and volume inference.
+
+The predictor owns the speed decisions: ``torch.inference_mode``, channels_last,
+all cores, and bf16 autocast only where the hardware has native bf16
+(:mod:`flexunet.infer.precision`).  Tiled inference uses MONAI's
+sliding-window inferer with Gaussian blending.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .precision import autocast, resolve_precision
+
+
+def set_threads(num_threads: int | None = None) -> None:
+    if num_threads:
+        n = num_threads
+    elif hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:
+        n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, int(n)))
+
+
+class Predictor:
+    """Wraps a model for inference.
+
+    Args:
+        model: module mapping (N, C, H, W) to logits (N, K, H, W).
+        device: "cpu", "cuda" ...
+        precision: "auto", "32" or "bf16" (see :func:`resolve_precision`).
+        channels_last: use the channels_last memory format (faster convolutions on CPU and GPU).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "auto",
+                 channels_last: bool = True):
+        self.device = torch.device(device)
+        self.mode = resolve_precision(precision, self.device)
+        self.channels_last = channels_last
+        self.model = model.eval().to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _prep(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @torch.inference_mode()
+    def probs(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Softmax probabilities (N, K, H, W) float32 for a batch at the model's input size."""
+        x = self._prep(x)
+        with autocast(self.device, self.mode):
+            logits = self.model(x)
+        return torch.softmax(logits.float(), dim=1)
+
+    @torch.inference_mode()
+    def tiled_probs(self, x: torch.Tensor | np.ndarray, roi_size: tuple[int, int], overlap_px: int,
+                    batch_size: int = 4) -> torch.Tensor:
+        """Sliding-window probabilities for images of any size (Gaussian-blended tiles of ``roi_size``)."""
+        from monai.inferers import sliding_window_inference
+
+        x = self._prep(x)
+        overlap = min(0.9, max(0.0, overlap_px / float(min(roi_size))))
+
+        def run(t):
+            with autocast(self.device, self.mode):
+                return self.model(t.contiguous(memory_format=torch.channels_last) if self.channels_last else t).float()
+
+        logits = sliding_window_inference(x, roi_size=roi_size, sw_batch_size=batch_size, predictor=run,
+                                          overlap=overlap, mode="gaussian")
+        return torch.softmax(logits, dim=1)
+
+    def predict_resized(self, images: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+        """Labels for images of any size: resize to ``size`` (bilinear), predict, resize probabilities back.
+
+        ``images``: list of float32 (C, h, w). Returns int64 (h, w) label arrays.
+        """
+        batch = torch.stack([F.interpolate(torch.as_tensor(im)[None], size=size, mode="bilinear",
+                                           align_corners=False)[0] if im.shape[1:] != tuple(size)
+                             else torch.as_tensor(im) for im in images])
+        probs = self.probs(batch).cpu()
+        out = []
+        for im, p in zip(images, probs):
+            if im.shape[1:] != tuple(size):
+                p = F.interpolate(p[None], size=im.shape[1:], mode="bilinear", align_corners=False)[0]
+            out.append(p.argmax(0).numpy().astype(np.int64))
+        return out
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for it in items:
+        batch.append(it)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,279 @@
+"""Training callbacks: checkpoints, per-epoch CSVs/plots/history, epoch snapshots, break file, signals.
+
+Only global rank 0 writes files.  Every file is written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import lightning as L
+
+from ..errors import TrainingAborted
+from .checkpoint import save_weights
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _metric(trainer, key):
+    v = trainer.callback_metrics.get(key)
+    return float(v) if v is not None else math.nan
+
+
+class BestWeights(L.Callback):
+    """Keeps ``model_dir/best.pt`` (weights only) for the lowest ``val_loss``, as the original's ModelCheckpoint."""
+
+    def __init__(self, cfg, monitor: str = "val_loss"):
+        self.cfg = cfg
+        self.monitor = monitor
+        self.best = math.inf
+        self.path = Path(cfg.train.model_dir) / "best.pt"
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        cur = _metric(trainer, self.monitor)
+        if math.isnan(cur) or cur >= self.best:
+            return
+        self.best = cur
+        if trainer.is_global_zero:
+            save_weights(self.path, pl_module.model, self.cfg)
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = state.get("best", math.inf)
+
+
+class LastCheckpoint(L.Callback):
+    """``model_dir/last.ckpt`` after every epoch: weights, optimiser, scheduler, callbacks, RNG (for --resume)."""
+
+    def __init__(self, cfg):
+        self.path = Path(cfg.train.model_dir) / "last.ckpt"
+
+    def save(self, trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
+        if trainer.is_global_zero and tmp.exists():
+            os.replace(tmp, self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # runs after validation in Lightning 2.x, so val metrics and scheduler state are current
+        self.save(trainer)
+
+
+class EpochHistory(L.Callback):
+    """``eval/train_losses.csv``, ``eval/train_metrics.csv`` (+ ``.png`` plots) and ``history.json``.
+
+    The two CSVs keep the original's columns first; per-class validation Dice columns follow in
+    ``eval/val_class_metrics.csv``.  ``history.json`` is a real JSON object (the original wrote a
+    JSON string holding a Python repr).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.eval_dir = Path(cfg.train.eval_dir)
+        self.history_path = Path(cfg.base_dir) / "history.json"
+        self.history: dict[str, list[float]] = {}
+        self.epochs: list[int] = []
+
+    def state_dict(self):
+        return {"history": self.history, "epochs": self.epochs}
+
+    def load_state_dict(self, state):
+        self.history = state.get("history", {})
+        self.epochs = state.get("epochs", [])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        keys = [k for k in trainer.callback_metrics if not k.endswith("_step")]
+        if epoch in self.epochs:
+            return
+        self.epochs.append(epoch)
+        for k in set(keys) | set(self.history):
+            self.history.setdefault(k, [math.nan] * (len(self.epochs) - 1)).append(_metric(trainer, k))
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        self.history.setdefault("lr", [math.nan] * (len(self.epochs) - 1))
+        self.history["lr"][-1] = lr
+        if trainer.is_global_zero:
+            self.write()
+
+    def _col(self, key):
+        return self.history.get(key, [math.nan] * len(self.epochs))
+
+    def write(self) -> None:
+        def fmt(v):
+            return f"{v:.4f}" if not math.isnan(v) else "nan"
+
+        loss, vloss = self._col("loss"), self._col("val_loss")
+        rows = ["epoch, loss, val_loss"] + [f"{e}, {fmt(a)}, {fmt(b)}" for e, a, b in zip(self.epochs, loss, vloss)]
+        _atomic_text(self.eval_dir / "train_losses.csv", "\n".join(rows) + "\n")
+        d, vd = self._col("dice_coef_multiclass"), self._col("val_dice_coef_multiclass")
+        rows = ["epoch,dice_coef_multiclass,val_dice_coef_multiclass,"] + [
+            f"{e}, {fmt(a)}, {fmt(b)}" for e, a, b in zip(self.epochs, d, vd)]
+        _atomic_text(self.eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
+        cls_keys = sorted(k for k in self.history if k.startswith("val_") and ("_dice_" in k or "_iou_" in k))
+        if cls_keys:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["epoch"] + cls_keys + ["lr"])
+            for i, e in enumerate(self.epochs):
+                w.writerow([e] + [fmt(self.history[k][i]) for k in cls_keys] + [f"{self._col('lr')[i]:.3g}"])
+            _atomic_text(self.eval_dir / "val_class_metrics.csv", buf.getvalue())
+        clean = {k: [None if (isinstance(v, float) and math.isnan(v)) else v for v in vals]
+                 for k, vals in self.history.items()}
+        clean["epoch"] = list(self.epochs)
+        _atomic_text(self.history_path, json.dumps(clean, indent=1))
+        self._plot("train_losses.png", [("loss", loss), ("val_loss", vloss)], "loss")
+        self._plot("train_metrics.png", [("dice_coef_multiclass", d), ("val_dice_coef_multiclass", vd)]
+                   + [(k, self.history[k]) for k in cls_keys if k.endswith("_dice_pooled")], "metric")
+
+    def _plot(self, name, series, ylabel):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=90)
+        for label, ys in series:
+            ax.plot(self.epochs, ys, marker="o", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        path = self.eval_dir / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.eval_dir)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+
+
+class EpochChangeInfer(L.Callback):
+    """After every epoch, segments ``num_infer_images`` from ``[infer] images_dir`` into
+    ``epoch_change_infer_dir/Epoch_{n}_{stem}.png`` (n counts from 1, as the original)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out_dir = Path(cfg.train.epoch_change_infer_dir)
+        self._images = None
+
+    def _load(self):
+        from ..data.images import list_images, load_image, normalize_image
+
+        if self._images is None:
+            try:
+                paths = list_images(self.cfg.infer.images_dir)[: self.cfg.train.num_infer_images]
+            except Exception:
+                paths = []
+            self._images = [(p.stem, normalize_image(load_image(p, self.cfg), self.cfg)) for p in paths]
+        return self._images
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        import numpy as np
+        import torch
+
+        from ..data.images import colorize
+
+        images = self._load()
+        if not images:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode():
+            x = torch.as_tensor(np.stack([im for _, im in images]), device=pl_module.device)
+            labels = pl_module(x).argmax(1).cpu().numpy()
+        if was_training:
+            pl_module.train()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for (stem, _), lab in zip(images, labels):
+            path = self.out_dir / f"Epoch_{trainer.current_epoch + 1}_{stem}.png"
+            fd, tmp = tempfile.mkstemp(prefix=".epoch.", suffix=".png", dir=self.out_dir)
+            os.close(fd)
+            colorize(lab, self.cfg).save(tmp)
+            os.replace(tmp, path)
+
+
+class BreakFile(L.Callback):
+    """A file named ``break_training`` in the working folder (or the config's folder) stops training
+    cleanly after the current epoch; the file is removed so the next run is not stopped."""
+
+    def __init__(self, cfg):
+        self.paths = [Path.cwd() / "break_training", Path(cfg.base_dir) / "break_training"]
+        self.triggered = False
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        for p in self.paths:
+            if p.exists():
+                self.triggered = True
+                trainer.should_stop = True
+                if trainer.is_global_zero:
+                    print(f"flexunet: {p} found: stopping after epoch {trainer.current_epoch + 1}")
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
+                break
+
+
+class SignalStop(L.Callback):
+    """SIGINT/SIGTERM: finish the current batch, save a resumable ``last.ckpt``, exit non-zero."""
+
+    def __init__(self, last: LastCheckpoint):
+        self.last = last
+        self.received: int | None = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def on_fit_start(self, trainer, pl_module):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def on_fit_end(self, trainer, pl_module):
+        self.restore()
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        self.last.save(trainer)
+        self.restore()
+        raise TrainingAborted(f"received {name} at epoch {trainer.current_epoch + 1}, step {batch_idx}; "
+                              f"saved {self.last.path}; continue with `flexunet train CONFIG --resume`")

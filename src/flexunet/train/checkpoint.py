@@ -1,0 +1,91 @@
+"""Weights-only checkpoints: small, safe to load, checked against the config.
+
+``best.pt`` holds ``{"state_dict": ..., "meta": {...}}`` with only tensors and
+plain types, so it loads with ``torch.load(weights_only=True)`` (a pickle that
+would run code is refused).  Writes are atomic: temp file, then rename.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+
+def _meta(cfg) -> dict:
+    m = cfg.model
+    return {"format": "flexunet-weights-v1", "model": m.model, "image_channels": m.image_channels,
+            "num_classes": m.num_classes, "image_height": m.image_height, "image_width": m.image_width,
+            "model_config": {k: (list(v) if isinstance(v, tuple) else v)
+                             for k, v in dataclasses.asdict(m).items() if isinstance(v, (int, float, str, bool, tuple))}}
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(path: str | os.PathLike, model, cfg) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "meta": _meta(cfg)}, path)
+
+
+def load_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read weights from ``best.pt`` or a Lightning ``.ckpt``; returns (state_dict, meta)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; train first (flexunet train CONFIG) or give --weights")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle with code in it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint safely ({first[:200]}); "
+                              "expected a FlexUNet best.pt or last.ckpt loadable with weights_only=True")
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise CheckpointError(f"{path}: no 'state_dict' in checkpoint; expected a FlexUNet best.pt or last.ckpt")
+    state = obj["state_dict"]
+    meta = obj.get("meta") or {}
+    if any(k.startswith("model.") for k in state):  # Lightning module checkpoint
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        meta = meta or {"model": (obj.get("flexunet_meta") or {}).get("model")}
+    return state, meta
+
+
+def load_weights_into(model, path: str | os.PathLike, cfg) -> None:
+    """Load ``path`` into ``model``; a checkpoint of another architecture or shape is a CheckpointError."""
+    state, meta = load_state_dict(path)
+    want = cfg.model.model
+    from ..models.registry import resolve_name
+
+    got = meta.get("model")
+    if got and resolve_name(got) != resolve_name(want):
+        raise CheckpointError(f"{path}: checkpoint is for model {got!r} but the config asks for {want!r}; "
+                              "expected a checkpoint trained with this [model] section")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} mismatched tensors"
+                  + (f" (e.g. {bad[0]}: {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})" if bad else
+                     f" (e.g. {(missing or unexpected)[0]})"))
+        raise CheckpointError(f"{path}: checkpoint does not fit this [model] config: {detail}; "
+                              "expected one trained with the same architecture, channels, classes and layers")
+    model.load_state_dict(state)

@@ -1,0 +1,130 @@
+"""``flexunet train``: build datasets, module, callbacks and the Lightning Trainer from a Config."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import DataError
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+
+
+def build_datasets(cfg):
+    """Train and validation datasets: 2D slices from folders, or straight from volumes."""
+    if cfg.dataset.class_name == "VolumeSliceDataset":
+        from ..data.volume_dataset import build_volume_datasets
+
+        return build_volume_datasets(cfg)
+    from ..data.augment import build_augmenter
+    from ..data.dataset2d import SliceDataset
+    from ..data.images import find_pairs
+
+    t = cfg.train
+    train_pairs = find_pairs(t.images_dir, t.masks_dir, cfg.mask.mask_file_format)
+    if not cfg.valid.images_dir or not cfg.valid.masks_dir:
+        raise DataError(f"{cfg.source}: [valid] images_dir and masks_dir are required; "
+                        "expected folders of validation images and masks")
+    valid_pairs = find_pairs(cfg.valid.images_dir, cfg.valid.masks_dir, cfg.mask.mask_file_format)
+    augment = build_augmenter(cfg)
+    return (SliceDataset(train_pairs, cfg, augment=augment, seed=t.seed),
+            SliceDataset(valid_pairs, cfg, augment=None, seed=t.seed))
+
+
+def _check_writable(folder: str) -> None:
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".flexunet-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"{folder}: output folder cannot be written ({exc.strerror or exc}); "
+                        "expected a writable folder") from None
+
+
+def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
+    """Train; returns a summary dict (epochs run, best val_loss, paths, seconds)."""
+    import lightning as L
+    import torch
+
+    from ..data.dataset2d import build_dataloader
+    from ..infer.precision import trainer_precision
+    from .callbacks import BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint, SignalStop
+    from .module import SegmentationModule
+
+    _quiet_lightning()
+    t = cfg.train
+    for folder in (t.model_dir, t.eval_dir):
+        _check_writable(folder)
+    last_path = Path(t.model_dir) / "last.ckpt"
+    if resume and not last_path.exists():
+        raise DataError(f"{last_path}: no checkpoint to resume from; expected a previous run of "
+                        "`flexunet train` with the same [train] model_dir")
+    if t.create_backup and not resume and any(Path(t.model_dir).iterdir()):
+        backup = Path(str(Path(t.model_dir)).rstrip("/") + time.strftime("_backup_%Y%m%d_%H%M%S"))
+        shutil.copytree(t.model_dir, backup)
+
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_ds, valid_ds = build_datasets(cfg)
+    train_dl = build_dataloader(train_ds, t.batch_size, shuffle=True, num_workers=t.num_workers, drop_last=False)
+    valid_dl = build_dataloader(valid_ds, t.batch_size, shuffle=False, num_workers=t.num_workers)
+    module = SegmentationModule(cfg)
+    if cfg.model.pretrained and not resume:
+        from .checkpoint import load_weights_into
+
+        load_weights_into(module.model, cfg.model.pretrained, cfg)
+    if cfg.model.show_summary and not quiet:
+        n = sum(p.numel() for p in module.model.parameters())
+        print(f"{cfg.model.model}: {n:,} parameters")
+
+    last = LastCheckpoint(cfg)
+    best = BestWeights(cfg)
+    breaker = BreakFile(cfg)
+    callbacks = [best, last, EpochHistory(cfg), breaker, SignalStop(last)]
+    if t.patience > 0:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"))
+    if t.epoch_change_infer:
+        callbacks.append(EpochChangeInfer(cfg))
+    if not quiet:
+        callbacks.append(L.pytorch.callbacks.TQDMProgressBar(leave=True))
+
+    precision = trainer_precision(t.precision, t.accelerator)
+    trainer = L.Trainer(
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=precision,
+        gradient_clip_val=cfg.model.clipvalue,
+        gradient_clip_algorithm="value" if cfg.model.clipvalue else None,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not quiet,
+        enable_model_summary=False,
+        max_time={"seconds": int(t.max_time_minutes * 60)} if t.max_time_minutes else None,
+        limit_train_batches=t.max_steps_per_epoch if t.max_steps_per_epoch else 1.0,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=t.model_dir,
+    )
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last_path) if resume else None)
+    finally:
+        callbacks[4].restore()
+    seconds = time.perf_counter() - start
+    return {"epochs": trainer.current_epoch, "best_val_loss": best.best, "best": str(best.path),
+            "last": str(last.path), "seconds": seconds, "precision": precision,
+            "is_global_zero": trainer.is_global_zero}
