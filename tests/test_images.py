@@ -129,6 +129,9 @@ def test_load_image_rgb_grey_resize(tmp_path):
     bgr = load_image(tmp_path / "c.png", make_cfg(tmp_path, channels=3, image={"color_order": "BGR"}))
     assert np.allclose(bgr, img[::-1])
 
+    native = load_image(tmp_path / "c.png", cfg3, resize=False)
+    assert native.shape == (3, 32, 48) and native.dtype == np.float32
+
     cfg1 = make_cfg(tmp_path, channels=1)
     grey = load_image(tmp_path / "c.png", cfg1)
     assert grey.shape == (1, 64, 64) and 0.0 <= grey.min() <= grey.max() <= 1.0
@@ -263,7 +266,8 @@ def test_palette_masks(tmp_path):
     img = Image.fromarray(ids)
     img.putpalette([v for i in range(256) for v in (i, i, i)])
     img.save(tmp_path / "p_index.png")
-    assert Image.open(tmp_path / "p_index.png").mode == "P"
+    with Image.open(tmp_path / "p_index.png") as reread:
+        assert reread.mode == "P"
     assert np.array_equal(decode_mask(tmp_path / "p_index.png", cfg), ids)
 
 
@@ -279,6 +283,10 @@ def test_greyscale_masks(tmp_path):
     binary = (ids > 0).astype(np.uint8) * 255
     Image.fromarray(binary).save(tmp_path / "bin.png")
     assert np.array_equal(decode_mask(tmp_path / "bin.png", cfg2), (ids > 0).astype(np.int64))
+
+    # ids saved as an RGB file with equal channels are ids too (not "near black")
+    save_rgb(tmp_path / "ids_rgb.png", np.repeat(ids[..., None], 3, axis=2))
+    assert np.array_equal(decode_mask(tmp_path / "ids_rgb.png", cfg), ids)
 
     # grey values that are neither ids nor binary: nearest rgb_map colour (grey replicated)
     cfg_grey = make_cfg(tmp_path, size=16, mask={"rgb_map": {(0, 0, 0): 0, (128, 128, 128): 1, (255, 255, 255): 2}})
@@ -308,7 +316,8 @@ def test_colorize_writes_only_palette_colours(tmp_path):
     img = colorize(labels, cfg)
     assert img.mode == "P"
     img.save(tmp_path / "out.png")
-    back = Image.open(tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as back:
+        back.load()
     assert back.mode == "P"
     pal = np.array(back.getpalette()).reshape(-1, 3)
     for cid, colour in COLOURS.items():

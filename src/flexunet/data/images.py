@@ -141,8 +141,8 @@ def find_pairs(images_dir: PathLike, masks_dir: PathLike, mask_ext: str = ".png"
 def _open(path: Path, what: str) -> Image.Image:
     """Open and fully decode ``path`` (so truncation is caught here)."""
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as img:  # the file is closed on exit, also when decoding fails
+            img.load()
     except FileNotFoundError:
         raise DataError(f"{what} {path} not found") from None
     except _DECODE_ERRORS as exc:
@@ -249,11 +249,12 @@ def _resize_float(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return arr
     out = np.empty((arr.shape[0], h, w), dtype=np.float32)
     for c in range(arr.shape[0]):
-        out[c] = np.asarray(Image.fromarray(np.ascontiguousarray(arr[c], dtype=np.float32)).resize((w, h), Image.BILINEAR))
+        channel = Image.fromarray(np.ascontiguousarray(arr[c], dtype=np.float32))
+        out[c] = np.asarray(channel.resize((w, h), Image.BILINEAR))
     return out
 
 
-def load_image(path: PathLike, cfg) -> np.ndarray:
+def load_image(path: PathLike, cfg, *, resize: bool = True) -> np.ndarray:
     """Read one image as ``float32 (C, H, W)`` in ``[0, 1]``.
 
     ``C = cfg.model.image_channels``: 1 converts colour files to luma (ITU-R
@@ -261,7 +262,7 @@ def load_image(path: PathLike, cfg) -> np.ndarray:
     ``[image] color_order = BGR`` the channel order is reversed (the order the
     model sees).  16-bit greyscale files are scaled by 65535.  Alpha is dropped.
     The image is resized bilinearly to ``(image_height, image_width)`` when its
-    size differs.  A missing, truncated or corrupt file raises
+    size differs (``resize=False`` keeps the native size).  A missing, truncated or corrupt file raises
     :class:`DataError` ("cannot decode image: ...").
     """
     path = Path(path)
@@ -283,6 +284,8 @@ def load_image(path: PathLike, cfg) -> np.ndarray:
         if cfg.image.color_order == "BGR":
             arr = arr[::-1]
     arr = np.ascontiguousarray(np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False))
+    if not resize:
+        return arr
     return _resize_float(arr, (cfg.model.image_height, cfg.model.image_width))
 
 
@@ -416,7 +419,8 @@ def decode_mask(path: PathLike, cfg, size: Optional[tuple[int, int]] = None, *, 
     * RGB/RGBA colour files: every pixel goes to the class of its nearest
       ``rgb_map`` colour (Euclidean in RGB), so anti-aliased edges are fine;
       too many pixels farther than ``color_tolerance`` is a :class:`DataError`.
-      Alpha is ignored.
+      Alpha is ignored.  An RGB file whose three channels are equal everywhere
+      is read like a greyscale one (so ids 0,1,2 saved as RGB stay ids).
     * palette (``P``) PNGs: mapped by colour when every used palette entry is
       exactly an ``rgb_map`` colour; else the indices are the class ids when
       all are ``< num_classes``; else by nearest colour.
@@ -447,7 +451,11 @@ def decode_mask(path: PathLike, cfg, size: Optional[tuple[int, int]] = None, *, 
         elif mode in ("LA", "La"):
             ids = _grey_to_ids(np.asarray(img.getchannel("L")), cfg, path)
         else:
-            ids = _colour_to_ids(np.asarray(img.convert("RGB")), cfg, path)
+            rgb = np.asarray(img.convert("RGB"))
+            if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+                ids = _grey_to_ids(rgb[..., 0], cfg, path)  # grey stored as RGB (often ids 0,1,2)
+            else:
+                ids = _colour_to_ids(rgb, cfg, path)
     if not resize:
         return ids
     if size is None:

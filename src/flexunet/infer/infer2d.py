@@ -7,23 +7,9 @@ with a Gaussian (MONAI sliding window), never squashed.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import FlexUNetError
-
-
-def _save_png(img, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def infer(cfg, weights: str | None = None, tiled: bool | None = None, keep_going: bool = False,
@@ -34,6 +20,7 @@ def infer(cfg, weights: str | None = None, tiled: bool | None = None, keep_going
 
     from ..data.images import colorize, list_images, load_image, normalize_image, overlay
     from ..io.atomic import safe_child
+    from ..io.png import save_png_atomic as _save_png
     from .common import load_predictor
     from .predictor import batched
 

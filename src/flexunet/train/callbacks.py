@@ -110,11 +110,12 @@ class EpochHistory(L.Callback):
         if epoch in self.epochs:
             return
         self.epochs.append(epoch)
-        for k in set(keys) | set(self.history):
-            self.history.setdefault(k, [math.nan] * (len(self.epochs) - 1)).append(_metric(trainer, k))
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
-        self.history.setdefault("lr", [math.nan] * (len(self.epochs) - 1))
-        self.history["lr"][-1] = lr
+        values = {k: _metric(trainer, k) for k in keys}
+        values["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        for k in set(values) | set(self.history):
+            col = self.history.setdefault(k, [])
+            col.extend([math.nan] * (len(self.epochs) - 1 - len(col)))
+            col.append(values.get(k, math.nan))
         if trainer.is_global_zero:
             self.write()
 
@@ -199,6 +200,7 @@ class EpochChangeInfer(L.Callback):
         import torch
 
         from ..data.images import colorize
+        from ..io.png import save_png_atomic
 
         images = self._load()
         if not images:
@@ -213,10 +215,7 @@ class EpochChangeInfer(L.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for (stem, _), lab in zip(images, labels):
             path = self.out_dir / f"Epoch_{trainer.current_epoch + 1}_{stem}.png"
-            fd, tmp = tempfile.mkstemp(prefix=".epoch.", suffix=".png", dir=self.out_dir)
-            os.close(fd)
-            colorize(lab, self.cfg).save(tmp)
-            os.replace(tmp, path)
+            save_png_atomic(colorize(lab, self.cfg), path)
 
 
 class BreakFile(L.Callback):

@@ -91,13 +91,16 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     last = LastCheckpoint(cfg)
     best = BestWeights(cfg)
     breaker = BreakFile(cfg)
-    callbacks = [best, last, EpochHistory(cfg), breaker, SignalStop(last)]
+    signals = SignalStop(last)
+    # order matters: last.ckpt is written after the history and the break file have seen the epoch
+    callbacks = [EpochHistory(cfg), best, breaker, signals]
     if t.patience > 0:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"))
     if t.epoch_change_infer:
         callbacks.append(EpochChangeInfer(cfg))
     if not quiet:
         callbacks.append(L.pytorch.callbacks.TQDMProgressBar(leave=True))
+    callbacks.append(last)
 
     precision = trainer_precision(t.precision, t.accelerator)
     trainer = L.Trainer(
@@ -123,7 +126,7 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     try:
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last_path) if resume else None)
     finally:
-        callbacks[4].restore()
+        signals.restore()
     seconds = time.perf_counter() - start
     return {"epochs": trainer.current_epoch, "best_val_loss": best.best, "best": str(best.path),
             "last": str(last.path), "seconds": seconds, "precision": precision,

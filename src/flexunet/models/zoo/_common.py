@@ -157,3 +157,32 @@ def finish(model: nn.Module, cfg, submodules: Iterable[str] = ()) -> nn.Module:
     if cfg.pretrained:
         load_pretrained(model, cfg.pretrained, submodules)
     return model
+
+
+def flex_unet_forward(net, x: torch.Tensor, skip=None, bridge=None) -> torch.Tensor:
+    """FlexUNet's encoder/decoder pass with optional hooks; ``(N, C, H, W) -> (N, K, H, W)``.
+
+    ``net`` has FlexUNet's ``encoders``, ``pool``, ``ups``, ``decoders`` and ``head``;
+    ``skip(t)`` transforms each skip tensor before concatenation and ``bridge(t)``
+    the bottleneck features ``(N, F, H/2**(L-1), W/2**(L-1))``.
+    """
+    skips = []
+    last = len(net.encoders) - 1
+    for i, enc in enumerate(net.encoders):
+        x = enc(x)
+        if i < last:
+            skips.append(x if skip is None else skip(x))
+            x = net.pool(x)
+    if bridge is not None:
+        x = bridge(x)
+    for up, dec in zip(net.ups, net.decoders):
+        x = up(x)
+        x = dec(torch.cat([x, skips.pop()], dim=1))
+    return net.head(x)
+
+
+def flexunet_kwargs(cfg) -> dict:
+    """FlexUNet's constructor arguments from a ModelConfig."""
+    return dict(in_channels=cfg.image_channels, num_classes=cfg.num_classes, base_filters=cfg.base_filters,
+                base_kernels=tuple(cfg.base_kernels), num_layers=cfg.num_layers, dropout_rate=cfg.dropout_rate,
+                dilation=tuple(cfg.dilation), batchnorm=cfg.normalization, activation=cfg.activation)
