@@ -77,9 +77,18 @@ def _hidden(p: Path) -> bool:
     return p.name.startswith("._") or p.name.startswith(".") or "__MACOSX" in p.parts
 
 
+def _label_values(arr: np.ndarray) -> np.ndarray:
+    """Distinct values of an integer label array (bincount: much faster than np.unique)."""
+    if arr.size and np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi < 1 << 16:
+            return np.flatnonzero(np.bincount(arr.ravel(order="K"), minlength=hi + 1))
+    return np.unique(arr)
+
+
 def _label_uint8(arr: np.ndarray, source: str) -> np.ndarray:
     """Check that a label holds only 0/1/2 and return it as uint8."""
-    values = np.unique(arr)
+    values = _label_values(arr)
     bad = [v for v in values.tolist() if v not in LABEL_VALUES]
     if bad:
         shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
@@ -269,7 +278,7 @@ def _ircadb_loader(patient: Path, case_id: str):
                     f"{patient}: has neither MASKS_DICOM(.zip) nor liver_label.nii.gz; expected liver labels"
                 )
             lab = read_nifti(nii, label=True)
-            values = np.unique(lab.array).tolist()
+            values = _label_values(lab.array).tolist()
             if not set(values) <= {0, 1, 255}:
                 raise DataError(f"{nii}: holds values {values[:8]}; expected a binary liver mask (0/1 or 0/255)")
             arr, how = resample_label_to(lab, image)
@@ -309,15 +318,15 @@ def _ircadb_masks_label(masks_src: Path, image: Volume, notes: list[str]) -> np.
     tumour = np.zeros_like(liver_mask)
     for rel in tumours:
         tumour |= mask(rel)
-    label = np.zeros(liver_mask.shape, dtype=np.uint8)
-    label[liver_mask] = 1
-    label[tumour] = 2
+    # element-wise ufuncs keep the (Fortran) memory order of the DICOM arrays
+    label = liver_mask.astype(np.uint8)
+    np.copyto(label, np.uint8(2), where=tumour)
     names = [r.rsplit("/", 1)[-1] for r in tumours]
     notes.append(f"tumour masks: {', '.join(names) if names else 'none'}")
     others = sorted(n for n in by_name if not _tumour_name(n) and re.search(r"tum", n, re.IGNORECASE))
     if others:
         notes.append(f"not used as tumour: {', '.join(others)}")
-    outside = int(np.count_nonzero(tumour & ~liver_mask))
+    outside = int(np.count_nonzero(tumour > liver_mask))
     if outside:
         notes.append(f"{outside} tumour voxels lie outside the liver mask")
     return label
@@ -474,7 +483,7 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
         lab_path = safe_child(case_dir, "label.nii.gz")
         write_nifti(image, img_path, dtype=_image_dtype(image.array))
         write_nifti(Volume(label, image.affine, image.header, image.source), lab_path, dtype=np.uint8)
-        counts = np.bincount(label.ravel(), minlength=3)
+        counts = np.bincount(label.ravel(order="K"), minlength=3)
         row = {
             "case_id": case.case_id,
             "image": img_path.relative_to(dst_p).as_posix(),

@@ -61,7 +61,7 @@ import gzip
 import io
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -212,8 +212,14 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
     2 tumour), both of ``shape`` in (i, j, k) order, and the 4x4 RAS+ affine
     (see the module docstring for the orientation).
     """
+    img, label, affine, _ = _phantom(seed, shape, spacing)
+    return img, label, affine
+
+
+def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """:func:`generate_phantom` plus a dict of organ masks and intensities (for tests and debugging)."""
     shape, spacing = _check_geometry(shape, spacing)
-    if isinstance(seed, np.random.Generator):
+    if isinstance(seed, (np.random.Generator, np.random.BitGenerator)):
         raise ConfigError("phantom seed must be an int or a tuple of ints, not a Generator")
     rng = np.random.default_rng(seed)
     nx, ny, nz = shape
@@ -354,6 +360,7 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
     del spine, ribs, aorta, ivc
 
     # ---- kidneys (lower slices; right lower than left) ---------------------
+    kidneys = np.zeros(shape, dtype=bool)
     k_hi_r = _u(rng, 0.42, 0.58)
     for side in (1, -1):  # +1 = patient's right
         hi = k_hi_r + (_u(rng, 0.04, 0.12) if side < 0 else 0.0)
@@ -372,6 +379,7 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
         img[med] = medulla_hu
         img[sinus & kid] = -40.0
         excl |= kid
+        kidneys |= kid
         del kid, med, sinus
 
     # ---- spleen (patient's left, posterolateral) --------------------------
@@ -388,7 +396,6 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
     del hilum
     img[spleen] = spleen_hu
     excl |= spleen
-    del spleen
 
     # ---- stomach (left anterior, upper slices) with an air-fluid level ----
     st_lo, st_hi = _u(rng, 0.4, 0.6), _u(rng, 0.9, 1.15)
@@ -465,7 +472,9 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
     label = np.zeros(shape, dtype=np.uint8)
     label[liver] = 1
     label[tumour] = 2
-    return img, label, phantom_affine(shape, spacing)
+    info = {"spleen": spleen & ~liver, "kidneys": kidneys & ~liver, "liver_hu": liver_hu, "spleen_hu": spleen_hu,
+            "noise_sd": noise_sd}
+    return img, label, phantom_affine(shape, spacing), info
 
 
 def _paint_liver(rng, img, liver, box, liver_hu) -> None:
@@ -560,18 +569,18 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     Private stand-in for ``flexunet.io.atomic``; the lead may switch it over.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
 
 

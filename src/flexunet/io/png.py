@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .trace import note_write
+
 
 def save_png_atomic(img, path: str | os.PathLike) -> None:
     """Save a PIL image as PNG at ``path`` without ever leaving a half-written file there."""
@@ -14,6 +16,7 @@ def save_png_atomic(img, path: str | os.PathLike) -> None:
     try:
         img.save(tmp, format="PNG")
         os.replace(tmp, path)
+        note_write(path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

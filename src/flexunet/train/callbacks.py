@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 
 from ..errors import TrainingAborted
+from ..io.trace import note_write
 from .checkpoint import save_weights
 
 
@@ -26,6 +27,7 @@ def _atomic_text(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)
+        note_write(path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -74,6 +76,7 @@ class LastCheckpoint(L.Callback):
         trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
         if trainer.is_global_zero and tmp.exists():
             os.replace(tmp, self.path)
+            note_write(self.path)
 
     def on_train_epoch_end(self, trainer, pl_module):
         # runs after validation in Lightning 2.x, so val metrics and scheduler state are current
@@ -171,6 +174,7 @@ class EpochHistory(L.Callback):
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getvalue())
         os.replace(tmp, path)
+        note_write(path)
 
 
 class EpochChangeInfer(L.Callback):

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..io.trace import note_write
 
 
 def _meta(cfg) -> dict:
@@ -34,6 +35,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        note_write(path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
