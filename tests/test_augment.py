@@ -165,8 +165,9 @@ def test_probability_is_per_transform_per_sample():
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(names=st.sets(st.sampled_from(TRANSFORMS), min_size=1), p=st.floats(0.05, 1.0),
-       seed=st.integers(0, 2 ** 32 - 1), channels=st.sampled_from([1, 3]), n_ids=st.integers(1, 4))
-def test_property_shapes_range_and_ids(names, p, seed, channels, n_ids):
+       seed=st.integers(0, 2 ** 32 - 1), channels=st.sampled_from([1, 3]), n_ids=st.integers(1, 4),
+       hw=st.sampled_from([(48, 48), (40, 56)]))
+def test_property_shapes_range_and_ids(names, p, seed, channels, n_ids, hw):
     aug_kw = {"probability": p}
     sections = {}
     for name in names:
@@ -174,10 +175,10 @@ def test_property_shapes_range_and_ids(names, p, seed, channels, n_ids):
         sections.update(CASES[name][1])
     aug = build_augmenter(make_cfg(aug_kw, **sections))
     rng = np.random.default_rng(seed)
-    size = 48
-    img0 = rng.random((channels, size, size), dtype=np.float32)
-    mask0 = rng.integers(0, n_ids + 1, (size, size)).astype(np.int64)
-    mask0[size // 4:size // 2, size // 4:size // 2] = n_ids  # a blob so nearest sampling keeps something
+    h, w = hw
+    img0 = rng.random((channels, h, w), dtype=np.float32)
+    mask0 = rng.integers(0, n_ids + 1, (h, w)).astype(np.int64)
+    mask0[h // 4:h // 2, w // 4:w // 2] = n_ids  # a blob
     img, mask = aug(img0, mask0, rng)
     assert img.shape == img0.shape and img.dtype == np.float32 and img.flags.c_contiguous
     assert mask.shape == mask0.shape and mask.dtype == np.int64

@@ -107,3 +107,27 @@ def test_evaluate_dice_matches_hand_computation(tiny_project, monkeypatch):
                 per.append(2 * a / (2 * a + b + d))
         assert res[f"{name}_dice_pooled"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-9)
         assert res[f"{name}_dice_mean"] == pytest.approx(np.mean(per), abs=1e-9)
+
+
+def test_augment_preview_cli(tiny_project):
+    cfg = str(tiny_project / "train_eval_infer.config")
+    out = tiny_project / "preview.png"
+    rc = main(["--quiet", "augment-preview", cfg, "--n", "4", "--output", str(out), "--set", "model.generator=True",
+               "--set", "augmentor.rotation=True", "--set", "augmentor.hflip=True"])
+    assert rc == 0 and out.exists() and Image.open(out).size[0] > 64
+
+
+def test_training_with_augmentation_runs(tiny_project):
+    cfg = str(tiny_project / "train_eval_infer.config")
+    rc = main(["--quiet", "train", cfg, "--set", "train.epochs=1", "--set", "model.generator=True",
+               "--set", "augmentor.rotation=True", "--set", "augmentor.gaussian_noise=True",
+               "--set", "augmentor.probability=1.0", "--set", "train.epoch_change_infer=False"])
+    assert rc == 0 and (tiny_project / "models" / "best.pt").exists()
+
+
+def test_stats_cli(tiny_project, capsys):
+    out = tiny_project / "stats.png"
+    assert main(["stats", str(tiny_project / "dataset"), "--output", str(out)]) == 0
+    assert out.exists()
+    text = capsys.readouterr().out
+    assert "train" in text and "test" in text

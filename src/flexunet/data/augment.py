@@ -43,7 +43,7 @@ import os
 import tempfile
 import textwrap
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.ndimage as ndi

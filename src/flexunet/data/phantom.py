@@ -57,11 +57,8 @@ one core a 256x256x48 case takes roughly half a second to generate.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -563,37 +560,17 @@ def _place_tumours(rng, img, liver, tumour, spacing, liver_hu) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Private stand-in for ``flexunet.io.atomic``; the lead may switch it over.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    """Private stand-in for ``flexunet.io.volumes.write_nifti``: gzip NIfTI-1, written atomically."""
-    import nibabel as nib
+    """Atomic NIfTI write (thin wrapper so the writer can be swapped in one place)."""
+    from flexunet.io.volumes import write_nifti
 
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
-    _atomic_write_bytes(path, data)
+    write_nifti(array, path, affine=affine)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from flexunet.io.atomic import atomic_save_text
+
+    atomic_save_text(path, text)
 
 
 def write_phantoms(dst, cases: int = 8, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
@@ -616,18 +593,21 @@ def write_phantoms(dst, cases: int = 8, seed: int = 0, shape: Sequence[int] = DE
         raise ConfigError(f"phantom seed={seed!r} must be a non-negative integer")
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
-        raise DataError(f"phantom destination {dst} exists and is not a folder")
+        raise DataError(f"phantom destination {dst} exists and is not a folder; expected a folder path")
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create phantom folder {dst}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot create phantom folder {dst}: {exc.strerror or exc}; expected a writable path") from None
     width = max(3, len(str(cases - 1)))
     rows = []
     for n in range(int(cases)):
         case_id = f"phantom_{n:0{width}d}"
         image, label, affine = generate_phantom((int(seed), n), shape, spacing)
         case_dir = dst / case_id
-        case_dir.mkdir(exist_ok=True)
+        try:
+            case_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create case folder {case_dir}: {exc.strerror or exc}; expected a writable folder") from None
         _write_nifti(case_dir / "image.nii.gz", image.astype(np.int16), affine)
         _write_nifti(case_dir / "label.nii.gz", label, affine)
         _, n_comp = ndi.label(label == 2, structure=_CONN26)
@@ -636,7 +616,7 @@ def write_phantoms(dst, cases: int = 8, seed: int = 0, shape: Sequence[int] = DE
             "image": f"{case_id}/image.nii.gz",
             "label": f"{case_id}/label.nii.gz",
             "shape": "x".join(str(s) for s in shape),
-            "spacing": "x".join(f"{s:g}" for s in spacing),
+            "spacing": "x".join(f"{s:.4g}" for s in spacing),
             "n_liver": int(np.count_nonzero(label == 1)),
             "n_tumour": int(np.count_nonzero(label == 2)),
             "n_tumours": int(n_comp),
@@ -646,5 +626,5 @@ def write_phantoms(dst, cases: int = 8, seed: int = 0, shape: Sequence[int] = DE
     writer.writeheader()
     writer.writerows(rows)
     manifest = dst / "manifest.csv"
-    _atomic_write_bytes(manifest, buf.getvalue().encode("utf-8"))
+    _write_text(manifest, buf.getvalue())
     return manifest

@@ -127,7 +127,7 @@ def load_case_canonical(case: Case, cfg):
     vol_u8 = hu_to_uint8(can.array, cfg.slice.hu_window)
     lab = None
     if case.label is not None:
-        lvol = read_volume(case.label)
+        lvol = read_volume(case.label, label=True)
         check_same_geometry(img, lvol, case.case_id)
         lab = np.asarray(to_canonical(lvol)[0].array).astype(np.uint8)
         if lab.max() >= cfg.model.num_classes:

@@ -1,0 +1,104 @@
+"""Model size and cost: parameter counts, GFLOPs, and a table over every registered architecture.
+
+GFLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` for one
+forward pass of a ``1 x C x H x W`` input; it counts a multiply-add as 2 FLOPs
+(so they are twice the "GMACs" that some papers quote) and counts only the
+matrix products and convolutions (not activations, norms or pooling).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .registry import create_model, get_entry, list_models
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def gflops(model: nn.Module, in_shape: Sequence[int]) -> float:
+    """GFLOPs (``flops / 1e9``, multiply-add = 2) of one eval-mode forward of a zero tensor of ``in_shape``.
+
+    ``in_shape`` is ``(N, C, H, W)`` (usually ``N = 1``) or ``(C, H, W)``, taken as ``N = 1``.
+    The model's train/eval mode is restored afterwards.
+    """
+    shape = tuple(in_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    param = next(model.parameters(), None)
+    x = torch.zeros(shape, device=param.device if param is not None else "cpu",
+                    dtype=param.dtype if param is not None else torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def models_table(cfg_model, size: int = 512, names: Iterable[str] | None = None) -> list[dict]:
+    """One row per registered model (or per name in ``names``), built from ``cfg_model`` at ``size x size``.
+
+    ``cfg_model`` is a :class:`~flexunet.config.schema.ModelConfig`; its ``model``,
+    ``image_width`` and ``image_height`` are replaced per row.  Each row is
+    ``{"name", "aliases", "params", "gflops", "error"}``; a model that cannot be
+    built or run at this size has ``params``/``gflops`` ``None`` and the one-line
+    reason in ``error`` (``None`` otherwise).
+    """
+    entries = list_models() if names is None else [get_entry(n) for n in names]
+    rows = []
+    for entry in entries:
+        row = {"name": entry.name, "aliases": tuple(entry.aliases), "params": None, "gflops": None, "error": None}
+        try:
+            if size < entry.min_size:
+                raise ValueError(f"needs at least {entry.min_size}x{entry.min_size}")
+            cfg = dataclasses.replace(cfg_model, model=entry.name, image_width=size, image_height=size)
+            model = create_model(cfg)
+            row["params"] = count_parameters(model)
+            row["gflops"] = gflops(model, (1, cfg.image_channels, size, size))
+            del model
+        except Exception as exc:  # reported in the row, the table goes on
+            row["error"] = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        rows.append(row)
+    return rows
+
+
+def format_models_table(rows: list[dict], extra: Sequence[str] = ()) -> str:
+    """Rows of :func:`models_table` as an aligned text table.
+
+    ``extra`` names more row keys shown as right-aligned columns (floats with one
+    decimal).  A row's error follows its cells as ``error: ...``.
+    """
+    headers = ["model", "aliases", "params", "GFLOPs", *extra]
+    body, notes = [], []
+    for r in rows:
+        ok = not r.get("error")
+        body.append([r["name"], ", ".join(r["aliases"]),
+                     f"{r['params']:,}" if ok else "-", f"{r['gflops']:.2f}" if ok else "-",
+                     *(_fmt(r.get(k)) if ok else "-" for k in extra)])
+        notes.append("" if ok else f"error: {r['error']}")
+    widths = [max(len(c[i]) for c in [headers, *body]) for i in range(len(headers))]
+
+    def line(cells, note=""):
+        text = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return f"{text}  {note}".rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(c, n) for c, n in zip(body, notes))])
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
