@@ -69,6 +69,5 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.8, 0.8, 2.5), or
         ds.PhotometricInterpretation = "MONOCHROME2"
         stored = np.rint((hu[:, :, k].T - intercept) / slope).astype(np.uint16)
         ds.PixelData = stored.tobytes()
-        ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(folder / name, enforce_file_format=True)
     return folder

@@ -1,0 +1,303 @@
+"""Data-set importers: LiTS/Kaggle, MSD, 3D-IRCADb, MRC -> case folders + manifest.csv."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from flexunet.data.importers import MANIFEST_COLUMNS, import_dataset, read_manifest
+from flexunet.errors import DataError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_volumes_io import dicom_slices, write_series, zip_folder  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+IRCADB = SHARED_DATA / "3Dircadb1"
+LITS_AFFINE = np.array([[-0.7, 0, 0, 90.0], [0, -0.7, 0, 100.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]])
+
+
+def synthetic_case(seed: int, shape=(16, 16, 8)):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(-1000, 400, size=shape).astype(np.int16)
+    lab = np.zeros(shape, np.uint8)
+    lab[4:12, 4:12, 2:6] = 1
+    lab[6:8, 6:9, 3:5] = 2
+    lab[0, 0, seed % shape[2]] = 2
+    return img, lab
+
+
+def save_nii(arr, path: Path, affine=LITS_AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), path)
+
+
+def rows_by_id(manifest: Path) -> dict[str, dict[str, str]]:
+    return {r["case_id"]: r for r in read_manifest(manifest)}
+
+
+def check_case(dst: Path, row: dict, img: np.ndarray, lab: np.ndarray, affine: np.ndarray):
+    image = nib.load(dst / row["image"])
+    label = nib.load(dst / row["label"])
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), img)
+    np.testing.assert_array_equal(np.asanyarray(label.dataobj), lab)
+    assert label.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(label.affine, affine, atol=1e-5)
+    assert row["n_liver"] == str(int((lab == 1).sum()))
+    assert row["n_tumour"] == str(int((lab == 2).sum()))
+    assert row["shape"] == "x".join(map(str, img.shape))
+
+
+# --------------------------------------------------------------------------- LiTS / Kaggle
+
+
+@pytest.mark.parametrize("fmt", ["lits", "kaggle"])
+def test_import_lits_layout(tmp_path, fmt):
+    src = tmp_path / "lits"
+    cases = {}
+    for n, (vdir, ext) in {0: ("volume_pt1", ".nii"), 7: ("volume_pt1", ".nii.gz"), 12: ("volume_pt2", ".nii.gz")}.items():
+        img, lab = synthetic_case(n)
+        save_nii(img, src / vdir / f"volume-{n}{ext}")
+        save_nii(lab, src / "segmentations" / f"segmentation-{n}{ext}")
+        cases[n] = (img, lab)
+    save_nii(synthetic_case(99)[0], src / "test" / "test-volume-99.nii")  # LiTS test set: no label, ignored
+    dst = tmp_path / "out"
+    manifest = import_dataset(fmt, src, dst, progress=False)
+    assert manifest == dst / "manifest.csv"
+    rows = rows_by_id(manifest)
+    assert list(rows) == ["lits_0", "lits_7", "lits_12"]
+    with open(manifest, newline="") as fh:
+        assert next(csv.reader(fh)) == MANIFEST_COLUMNS
+    for n, (img, lab) in cases.items():
+        row = rows[f"lits_{n}"]
+        assert row["image"] == f"lits_{n}/image.nii.gz" and row["label"] == f"lits_{n}/label.nii.gz"
+        assert row["spacing"] == "0.7x0.7x2.5"
+        check_case(dst, row, img, lab, LITS_AFFINE)
+    assert sorted(p.name for p in dst.iterdir()) == ["lits_0", "lits_12", "lits_7", "manifest.csv"]
+
+
+def test_import_lits_errors(tmp_path):
+    src = tmp_path / "lits"
+    img, lab = synthetic_case(1)
+    save_nii(img, src / "volume-1.nii")
+    with pytest.raises(DataError, match=r"volume-1\.nii: has no segmentation-1\.nii\[\.gz\]"):
+        import_dataset("lits", src, tmp_path / "o1", progress=False)
+    bad = lab.copy()
+    bad[0, 0, 0] = 3
+    save_nii(bad, src / "segmentation-1.nii")
+    with pytest.raises(DataError, match=r"segmentation-1\.nii: holds label values 3; expected only 0"):
+        import_dataset("lits", src, tmp_path / "o2", progress=False)
+    shifted = LITS_AFFINE.copy()
+    shifted[2, 3] += 5
+    save_nii(lab, src / "segmentation-1.nii", affine=shifted)
+    with pytest.raises(DataError, match=r"case lits_1 .*affines differ at \[2,3\]"):
+        import_dataset("lits", src, tmp_path / "o3", progress=False)
+    save_nii(lab[:, :, :7], src / "segmentation-1.nii")
+    with pytest.raises(DataError, match=r"shape \(16, 16, 8\) but label .* has \(16, 16, 7\)"):
+        import_dataset("lits", src, tmp_path / "o4", progress=False)
+    with pytest.raises(DataError, match="unknown; expected one of lits, kaggle, msd, ircadb, mrc"):
+        import_dataset("nope", src, tmp_path / "o5", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no volume-N"):
+        import_dataset("lits", tmp_path / "empty", tmp_path / "o6", progress=False)
+
+
+# --------------------------------------------------------------------------- MSD
+
+
+def test_import_msd_layout_and_manifest_merge(tmp_path):
+    task = tmp_path / "decathlon" / "Task03_Liver"
+    cases = {}
+    for n in (3, 10):
+        img, lab = synthetic_case(n)
+        save_nii(img, task / "imagesTr" / f"liver_{n}.nii.gz")
+        save_nii(lab, task / "labelsTr" / f"liver_{n}.nii.gz")
+        (task / "imagesTr" / f"._liver_{n}.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+        (task / "labelsTr" / f"._liver_{n}.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+        cases[n] = (img, lab)
+    save_nii(synthetic_case(5)[0], task / "imagesTs" / "liver_5.nii.gz")
+    (task / "dataset.json").write_text("{}")
+    dst = tmp_path / "out"
+    manifest = import_dataset("msd", tmp_path / "decathlon", dst, progress=False)
+    rows = rows_by_id(manifest)
+    assert list(rows) == ["msd_3", "msd_10"]
+    for n, (img, lab) in cases.items():
+        check_case(dst, rows[f"msd_{n}"], img, lab, LITS_AFFINE)
+    # importing another source into the same folder keeps the MSD rows
+    img, lab = synthetic_case(4)
+    save_nii(img, tmp_path / "lits" / "volume-4.nii.gz")
+    save_nii(lab, tmp_path / "lits" / "segmentation-4.nii.gz")
+    import_dataset("lits", tmp_path / "lits", dst, progress=False)
+    assert list(rows_by_id(manifest)) == ["lits_4", "msd_3", "msd_10"]
+    # the task folder itself is accepted too, and re-import replaces rows
+    import_dataset("msd", task, dst, progress=False)
+    assert list(rows_by_id(manifest)) == ["lits_4", "msd_3", "msd_10"]
+
+
+def test_import_msd_missing_label(tmp_path):
+    task = tmp_path / "Task03_Liver"
+    img, _ = synthetic_case(0)
+    save_nii(img, task / "imagesTr" / "liver_0.nii.gz")
+    (task / "labelsTr").mkdir()
+    with pytest.raises(DataError, match=r"liver_0\.nii\.gz: has no .*labelsTr/liver_0\.nii\.gz"):
+        import_dataset("msd", task, tmp_path / "out", progress=False)
+
+
+# --------------------------------------------------------------------------- IRCADb (synthetic)
+
+
+IRCAD_AFFINE = np.diag([-0.75, -0.75, 1.6, 1.0])  # DICOM-like storage: IOP 1,0,0,0,1,0 at the origin
+
+
+def synthetic_ircadb_patient(root: Path, number: int, zipped: bool, tumour_names=("livertumor01", "LiverTumor2")):
+    shape = (16, 14, 9)
+    rng = np.random.default_rng(number)
+    ct = rng.integers(-200, 300, size=shape).astype(np.int16)
+    liver = np.zeros(shape, np.uint8)
+    liver[3:12, 2:10, 1:8] = 255
+    t1 = np.zeros(shape, np.uint8)
+    t1[4:6, 3:5, 2:4] = 255
+    t2 = np.zeros(shape, np.uint8)
+    t2[9:11, 7:9, 5:7] = 255
+    t2[13, 12, 8] = 255  # a tumour voxel outside the liver mask
+    bone = np.zeros(shape, np.uint8)
+    bone[0:2, :, :] = 255
+    patient = root / f"3Dircadb1.{number}"
+    perm = [3, 8, 0, 5, 1, 7, 2, 6, 4]
+    write_series(patient / "PATIENT_DICOM", dicom_slices(ct, IRCAD_AFFINE, slope=1, intercept=-1024), perm=perm)
+    masks = patient / "MASKS_DICOM"
+    for name, arr in [("liver", liver), (tumour_names[0], t1), (tumour_names[1], t2), ("bone", bone)]:
+        write_series(masks / name, dicom_slices(arr, IRCAD_AFFINE, bits=8, signed=False), perm=perm)
+    if zipped:
+        for part in ("PATIENT_DICOM", "MASKS_DICOM"):
+            zip_folder(patient / part, patient / f"{part}.zip")
+            shutil.rmtree(patient / part)
+    expected = np.zeros(shape, np.uint8)
+    expected[liver > 0] = 1
+    expected[(t1 > 0) | (t2 > 0)] = 2
+    return patient, ct.astype(np.float32) - 1024, expected
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_import_ircadb_masks(tmp_path, zipped):
+    patient, hu, expected = synthetic_ircadb_patient(tmp_path / "3Dircadb1", 4, zipped)
+    dst = tmp_path / "out"
+    rows = rows_by_id(import_dataset("ircadb", patient, dst, progress=False))
+    row = rows["ircadb_4"]
+    check_case(dst, row, hu, expected, IRCAD_AFFINE)
+    assert "tumour masks: LiverTumor2, livertumor01" in row["notes"] or "tumour masks: livertumor01, LiverTumor2" in row["notes"]
+    assert "1 tumour voxels lie outside the liver mask" in row["notes"]
+    assert row["source"] == str(patient)
+
+
+def test_import_ircadb_several_patients_and_missing_liver(tmp_path):
+    root = tmp_path / "3Dircadb1"
+    synthetic_ircadb_patient(root, 2, zipped=True)
+    synthetic_ircadb_patient(root, 11, zipped=False)
+    rows = rows_by_id(import_dataset("ircadb", root, tmp_path / "out", progress=False))
+    assert list(rows) == ["ircadb_2", "ircadb_11"]
+    assert rows["ircadb_2"]["n_tumour"] == rows["ircadb_11"]["n_tumour"] != "0"
+    bad, _, _ = synthetic_ircadb_patient(tmp_path / "bad", 3, zipped=False)
+    shutil.rmtree(bad / "MASKS_DICOM" / "liver")
+    with pytest.raises(DataError, match=r"MASKS_DICOM: has no 'liver' structure \(found LiverTumor2, bone, livertumor01\)"):
+        import_dataset("ircadb", bad, tmp_path / "out2", progress=False)
+
+
+def test_import_ircadb_liver_label_nifti_aligned_by_geometry(tmp_path):
+    """Patient-1 style: liver_label.nii.gz stored with y flipped against the DICOM rows."""
+    patient, hu, expected = synthetic_ircadb_patient(tmp_path, 1, zipped=True)
+    (patient / "MASKS_DICOM.zip").unlink()
+    liver = (expected > 0).astype(np.uint8)
+    liver[3, 2, 1] = 0  # break the symmetry so a wrong flip cannot pass
+    ny = liver.shape[1]
+    laff = np.diag([-0.75, 0.75, 1.6, 1.0])
+    laff[1, 3] = -0.75 * (ny - 1)
+    save_nii(liver[:, ::-1, :].copy(), patient / "liver_label.nii.gz", affine=laff)
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("ircadb", patient, dst, progress=False))["ircadb_1"]
+    check_case(dst, row, hu, liver, IRCAD_AFFINE)
+    assert "exact" in row["notes"] and row["n_tumour"] == "0"
+
+
+# --------------------------------------------------------------------------- MRC
+
+
+def test_import_mrc_pair(tmp_path):
+    import mrcfile
+
+    img, lab = synthetic_case(117)
+    src = tmp_path / "data"
+    src.mkdir()
+    with mrcfile.new(src / "img_117.mrc") as m:
+        m.set_data(np.ascontiguousarray(img.astype(np.float32).transpose(2, 1, 0)))
+    with mrcfile.new(src / "lab_117.mrc") as m:
+        m.set_data(np.ascontiguousarray(lab.astype(np.uint16).transpose(2, 1, 0)))
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("mrc", src, dst, progress=False))["mrc_117"]
+    check_case(dst, row, img, lab, np.eye(4))
+    assert "1 mm assumed" in row["notes"]
+    row = rows_by_id(import_dataset("mrc", src, dst, progress=False, mrc_spacing=(0.8, 0.8, 2.0)))["mrc_117"]
+    assert row["spacing"] == "0.8x0.8x2"
+
+
+@pytest.mark.slow
+def test_import_mrc_lits117_from_pypi_wheel(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+         "liver-ct-segmentation-package==1.6.0", "-d", str(tmp_path / "wheel")],
+        capture_output=True, text=True, timeout=300,
+    )
+    wheels = list((tmp_path / "wheel").glob("*.whl")) if proc.returncode == 0 else []
+    if not wheels:
+        pytest.skip(f"pip download of liver-ct-segmentation-package failed (offline?): {proc.stderr.strip()[-200:]}")
+    with zipfile.ZipFile(wheels[0]) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    data = tmp_path / "unzipped" / "liver_ct_segmentation_package" / "data"
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("mrc", data, dst, progress=False))["mrc_117"]
+    assert row["shape"] == "128x128x128"
+    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
+    # the data README's 1,481,801 / 485,268 / 130,083 are the counts of labels 0 / 1 / 2
+    assert np.bincount(label.ravel(), minlength=3).tolist() == [1_481_801, 485_268, 130_083]
+    assert (row["n_liver"], row["n_tumour"]) == ("485268", "130083")
+    image = nib.load(dst / row["image"]).get_fdata(dtype=np.float32)
+    assert image.min() == pytest.approx(-1063.25) and image.max() == pytest.approx(1877.25)
+
+
+# --------------------------------------------------------------------------- real IRCADb data
+
+
+needs_ircadb = pytest.mark.skipif(not IRCADB.is_dir(), reason=f"real IRCADb data not found at {IRCADB}")
+
+
+@needs_ircadb
+def test_real_ircadb_patient17_label_counts(tmp_path):
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("ircadb", IRCADB / "3Dircadb1.17", dst, progress=False))["ircadb_17"]
+    assert (row["n_liver"], row["n_tumour"]) == ("1920507", "185990")
+    assert row["shape"] == "512x512x119"
+    assert "livertumor1" in row["notes"] and "livertumor2" in row["notes"]
+    label = nib.load(dst / row["label"])
+    assert label.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(label.affine, nib.load(dst / row["image"]).affine)
+
+
+@needs_ircadb
+def test_real_ircadb_patient1_liver_label_by_geometry(tmp_path):
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("ircadb", IRCADB / "3Dircadb1.1", dst, progress=False))["ircadb_1"]
+    assert (row["n_liver"], row["n_tumour"]) == ("2865131", "0")
+    assert row["shape"] == "512x512x129"
+    image = np.asanyarray(nib.load(dst / row["image"]).dataobj)
+    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
+    inside = image[label == 1].astype(np.float64)
+    # aligned by geometry: ~110 +- 25 HU; by array index alone it would be ~49 +- 242
+    assert 90 < inside.mean() < 130, inside.mean()
+    assert inside.std() < 40, inside.std()
