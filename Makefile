@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python bench/demo.py
+	$(BIN)/flexunet demo demo_run
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py

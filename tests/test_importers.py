@@ -109,6 +109,26 @@ def test_import_lits_errors(tmp_path):
         import_dataset("lits", tmp_path / "empty", tmp_path / "o6", progress=False)
 
 
+def test_import_keeps_done_cases_on_failure_and_refuses_foreign_manifest(tmp_path):
+    src = tmp_path / "lits"
+    img, lab = synthetic_case(1)
+    save_nii(img, src / "volume-1.nii.gz")
+    save_nii(lab, src / "segmentation-1.nii.gz")
+    bad = lab.copy()
+    bad[1, 1, 1] = 7
+    save_nii(img, src / "volume-2.nii.gz")
+    save_nii(bad, src / "segmentation-2.nii.gz")
+    dst = tmp_path / "out"
+    with pytest.raises(DataError, match=r"segmentation-2\.nii\.gz: holds label values 7"):
+        import_dataset("lits", src, dst, progress=False)
+    assert list(rows_by_id(dst / "manifest.csv")) == ["lits_1"]
+    assert not (dst / "lits_2").exists()
+    (dst / "manifest.csv").write_text("name,path\nx,y\n")
+    with pytest.raises(DataError, match=r"manifest\.csv: columns \['name', 'path'\]; expected \['case_id'"):
+        import_dataset("lits", src, dst, progress=False)
+    assert (dst / "manifest.csv").read_text() == "name,path\nx,y\n"
+
+
 # --------------------------------------------------------------------------- MSD
 
 
@@ -205,6 +225,10 @@ def test_import_ircadb_several_patients_and_missing_liver(tmp_path):
     assert list(rows) == ["ircadb_2", "ircadb_11"]
     assert rows["ircadb_2"]["n_tumour"] == rows["ircadb_11"]["n_tumour"] != "0"
     bad, _, _ = synthetic_ircadb_patient(tmp_path / "bad", 3, zipped=False)
+    shutil.copytree(bad / "MASKS_DICOM" / "bone", bad / "MASKS_DICOM" / "liverkyst")
+    row = rows_by_id(import_dataset("ircadb", bad, tmp_path / "out1", progress=False))["ircadb_3"]
+    assert "liver/tumour-like structures not used: liverkyst" in row["notes"]
+    shutil.rmtree(bad / "MASKS_DICOM" / "liverkyst")
     shutil.rmtree(bad / "MASKS_DICOM" / "liver")
     with pytest.raises(DataError, match=r"MASKS_DICOM: has no 'liver' structure \(found LiverTumor2, bone, livertumor01\)"):
         import_dataset("ircadb", bad, tmp_path / "out2", progress=False)

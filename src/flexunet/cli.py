@@ -120,6 +120,13 @@ def cmd_augment_preview(args):
     print(f"wrote {out}")
 
 
+def cmd_demo(args):
+    from .demo import run_demo
+
+    res = run_demo(args.dir, minutes=args.minutes, cases=args.cases, quiet=args.quiet)
+    return 0 if all(res["verdict"].values()) or not args.strict else EXIT_ABORTED
+
+
 def cmd_config_doc(args):
     from .config import reference_markdown
 
@@ -195,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--output", help="PNG path (default: eval_dir/augment_preview.png)")
 
+    sp = sub.add_parser("demo", help="phantom -> slice -> train -> evaluate -> infer-volume -> evaluate-volume")
+    sp.add_argument("dir", nargs="?", default="demo_run", help="working folder (default: demo_run)")
+    sp.add_argument("--minutes", type=float, help="training time budget (default: the demo config's, 5 min)")
+    sp.add_argument("--cases", type=int, default=8)
+    sp.add_argument("--strict", action="store_true", help="exit non-zero when the Dice targets are not met")
+    sp.set_defaults(func=cmd_demo)
+
     sp = sub.add_parser("config-doc", help="print the config reference (markdown)")
     sp.set_defaults(func=cmd_config_doc)
     return p
@@ -208,7 +222,11 @@ def _one_line_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # global flags are accepted anywhere on the line: `flexunet train CONFIG --debug` works too
+    flags = [a for a in argv if a in ("--debug", "--quiet")]
+    rest = [a for a in argv if a not in ("--debug", "--quiet")]
+    args = build_parser().parse_args(flags + rest)
     from .errors import FlexUNetError, TrainingAborted
 
     if not args.debug:

@@ -77,19 +77,22 @@ def _hidden(p: Path) -> bool:
     return p.name.startswith("._") or p.name.startswith(".") or "__MACOSX" in p.parts
 
 
-def _label_values(arr: np.ndarray) -> np.ndarray:
-    """Distinct values of an integer label array (bincount: much faster than np.unique)."""
-    if arr.size and np.issubdtype(arr.dtype, np.integer):
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo >= 0 and hi < 1 << 16:
-            return np.flatnonzero(np.bincount(arr.ravel(order="K"), minlength=hi + 1))
-    return np.unique(arr)
+def _unexpected_values(arr: np.ndarray, allowed: tuple[int, ...]) -> list:
+    """Distinct values of ``arr`` outside ``allowed`` (fast path: min/max only, no sort of the volume)."""
+    if arr.size == 0:
+        return []
+    lo, hi = arr.min(), arr.max()
+    if lo in allowed and hi in allowed and all(v in allowed for v in range(int(lo), int(hi) + 1)):
+        return []
+    ok = np.zeros(arr.shape, dtype=bool)
+    for v in allowed:
+        ok |= arr == v
+    return np.unique(arr[~ok]).tolist()
 
 
 def _label_uint8(arr: np.ndarray, source: str) -> np.ndarray:
     """Check that a label holds only 0/1/2 and return it as uint8."""
-    values = _label_values(arr)
-    bad = [v for v in values.tolist() if v not in LABEL_VALUES]
+    bad = _unexpected_values(arr, tuple(LABEL_VALUES))
     if bad:
         shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
         raise DataError(
@@ -98,14 +101,15 @@ def _label_uint8(arr: np.ndarray, source: str) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
-def _image_dtype(arr: np.ndarray):
+def _image_for_writing(arr: np.ndarray) -> np.ndarray:
     """int16 when the HU values are integers in int16 range (lossless, smaller, faster), else float32."""
-    if arr.size == 0:
-        return np.float32
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo >= -32768 and hi <= 32767 and np.array_equal(arr, np.rint(arr)):
-        return np.int16
-    return np.float32
+    if arr.size and np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(arr.min()), float(arr.max())
+        if -32768 <= lo and hi <= 32767:
+            as_int = arr.astype(np.int16)  # keeps the memory order
+            if np.array_equal(as_int, arr):
+                return as_int
+    return arr.astype(np.float32, copy=False)
 
 
 def _pair_image_label(image: Volume, label: Volume, case_id: str) -> tuple[Volume, np.ndarray]:
@@ -278,9 +282,9 @@ def _ircadb_loader(patient: Path, case_id: str):
                     f"{patient}: has neither MASKS_DICOM(.zip) nor liver_label.nii.gz; expected liver labels"
                 )
             lab = read_nifti(nii, label=True)
-            values = _label_values(lab.array).tolist()
-            if not set(values) <= {0, 1, 255}:
-                raise DataError(f"{nii}: holds values {values[:8]}; expected a binary liver mask (0/1 or 0/255)")
+            bad = _unexpected_values(lab.array, (0, 1, 255))
+            if bad:
+                raise DataError(f"{nii}: holds values {bad[:8]}; expected a binary liver mask (0/1 or 0/255)")
             arr, how = resample_label_to(lab, image)
             label = (arr > 0).astype(np.uint8)
             notes.append(f"{nii.name}: {how}; liver mask includes tumours (no tumour masks)")
@@ -323,9 +327,13 @@ def _ircadb_masks_label(masks_src: Path, image: Volume, notes: list[str]) -> np.
     np.copyto(label, np.uint8(2), where=tumour)
     names = [r.rsplit("/", 1)[-1] for r in tumours]
     notes.append(f"tumour masks: {', '.join(names) if names else 'none'}")
-    others = sorted(n for n in by_name if not _tumour_name(n) and re.search(r"tum", n, re.IGNORECASE))
+    others = sorted(
+        n for n in by_name
+        if not _tumour_name(n) and n.lower() != "liver"
+        and (n.lower().startswith("liver") or re.search(r"tum", n, re.IGNORECASE))
+    )
     if others:
-        notes.append(f"not used as tumour: {', '.join(others)}")
+        notes.append(f"liver/tumour-like structures not used: {', '.join(others)}")
     outside = int(np.count_nonzero(tumour > liver_mask))
     if outside:
         notes.append(f"{outside} tumour voxels lie outside the liver mask")
@@ -473,7 +481,9 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
         raise DataError(f"{dst_p}: output folder is the source folder; expected a separate output directory")
     cases = _discover(fmt_key, src_p, mrc_spacing)
     dst_p.mkdir(parents=True, exist_ok=True)
-    rows = []
+    manifest = dst_p / "manifest.csv"
+    if manifest.exists():
+        read_manifest(manifest)  # refuse to merge into a foreign/corrupt manifest before writing anything
     for idx, case in enumerate(cases, 1):
         t0 = time.perf_counter()
         image, label, notes = case.load()
@@ -481,9 +491,9 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
         case_dir.mkdir(exist_ok=True)
         img_path = safe_child(case_dir, "image.nii.gz")
         lab_path = safe_child(case_dir, "label.nii.gz")
-        write_nifti(image, img_path, dtype=_image_dtype(image.array))
+        write_nifti(Volume(_image_for_writing(image.array), image.affine, image.header, image.source), img_path)
         write_nifti(Volume(label, image.affine, image.header, image.source), lab_path, dtype=np.uint8)
-        counts = np.bincount(label.ravel(order="K"), minlength=3)
+        counts = [0, int(np.count_nonzero(label == 1)), int(np.count_nonzero(label == 2))]
         row = {
             "case_id": case.case_id,
             "image": img_path.relative_to(dst_p).as_posix(),
@@ -495,7 +505,7 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
             "source": case.source,
             "notes": "; ".join(notes),
         }
-        rows.append(row)
+        manifest = _write_manifest(dst_p, [row])  # after every case: a later failure keeps what is done
         if progress:
             print(
                 f"[{idx}/{len(cases)}] {case.case_id}: shape {row['shape']}, liver {row['n_liver']}, "
@@ -503,4 +513,4 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
                 file=sys.stderr,
                 flush=True,
             )
-    return _write_manifest(dst_p, rows)
+    return manifest

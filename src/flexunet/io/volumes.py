@@ -253,6 +253,8 @@ def write_nifti(volume_or_array, path: str | os.PathLike, affine=None, header=No
     img.set_qform(aff, code=qcode)
     img.set_sform(aff, code=scode)
     img.header.set_xyzt_units("mm", img.header.get_xyzt_units()[1] or "sec")
+    img.header["cal_min"] = 0.0  # display window of the source no longer applies
+    img.header["cal_max"] = 0.0
     with atomic_temp_path(p) as tmp:
         nib.save(img, str(tmp))
     return p
@@ -291,14 +293,29 @@ def _is_under(rel: str, within: str | None) -> bool:
     return within is None or rel.startswith(within + "/")
 
 
+# Files with these endings are never parsed without the DICOM preamble.
+_NOT_DICOM_SUFFIXES = (
+    ".txt", ".md", ".csv", ".json", ".xml", ".html", ".htm", ".pdf", ".py", ".ini", ".config", ".log",
+    ".nii", ".gz", ".zip", ".tar", ".bz2", ".xz", ".mrc", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+    ".vtk", ".stl", ".obj", ".npy", ".npz", ".pt", ".pth", ".ckpt",
+)
+
+
 def _dcmread_bytes(fileobj, name: str):
+    """A pydicom dataset, or None when the file is not DICOM.
+
+    Files with the "DICM" preamble are read normally; files without it are
+    tried with ``force=True`` (old ACR-NEMA style) unless their name ends in a
+    known non-DICOM extension, and kept only if they hold an image.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(fileobj)
     except InvalidDicomError:
-        pass
+        if name.lower().endswith(_NOT_DICOM_SUFFIXES):
+            return None
     except Exception:
         return None
     # No "DICM" preamble: accept only if it parses as an image dataset.
@@ -837,7 +854,7 @@ def resample_label_to(label: Volume, target: Volume, *, atol: float = 1e-3) -> t
         if arr.shape[:3] == target.shape[:3] and np.allclose(aff, target.affine, atol=atol, rtol=0):
             codes = "".join(nio.aff2axcodes(label.affine))
             tcodes = "".join(nio.aff2axcodes(target.affine))
-            return np.ascontiguousarray(arr), f"label reoriented {codes}->{tcodes} by geometry (exact)"
+            return arr, f"label reoriented {codes}->{tcodes} by geometry (exact)"
     except Exception:
         pass
     from scipy import ndimage

@@ -190,7 +190,8 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float, 
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
-        raise DataError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}; expected equal shapes")
+        raise DataError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}; "
+                        "expected equal shapes")
     for what, arr in (("prediction", pred), ("ground truth", gt)):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise DataError(f"{what} has dtype {arr.dtype}; expected an integer label array")
@@ -251,15 +252,19 @@ def _volumetry(label: np.ndarray, voxel_ml: float) -> dict:
 def aggregate(cases: list[dict], pooled_counts: Mapping[str, Mapping[str, int]] | None = None) -> dict:
     """Summary over cases returned by :func:`case_metrics`.
 
+    Returns ``{<class name>: {...} for each class, "n_cases": N,
+    "volumetry": {...}}`` (so ``aggregate(cases)["liver"]["dice_mean"]``).
     Per class: ``n_cases``, ``dice_mean``/``dice_median``/``dice_std`` (per
     case, population std), ``dice_global`` and ``iou_global`` pooled from the
     summed TP/FP/FN (taken from ``pooled_counts[class] = {"tp", "fp", "fn"}``
     when given, e.g. accumulated while streaming, else summed over
     ``cases``), NaN-ignoring means of IoU, VOE, RVD, ASSD, HD95 and HD with
-    the number of finite values behind each, and ``status`` counts.  A pool
-    with no voxel at all has global Dice 1.  ``volumetry`` holds mean
-    absolute differences prediction - truth of liver/tumour volume (mL),
-    tumour burden (% points) and tumour count, plus their signed means.
+    the number of finite values behind each (``assd_mm_n``...), and
+    ``status`` counts.  A pool with no voxel at all has global Dice 1.
+    ``volumetry`` holds mean absolute differences prediction - truth of
+    liver/tumour volume (mL), tumour burden (% points) and tumour count, plus
+    their signed means.  Class names ``n_cases`` and ``volumetry`` are
+    reserved.
     """
     names: list[str] = []
     for c in cases:
@@ -270,7 +275,10 @@ def aggregate(cases: list[dict], pooled_counts: Mapping[str, Mapping[str, int]] 
         for name in pooled_counts:
             if name not in names:
                 names.append(name)
-    result: dict = {"n_cases": len(cases), "classes": {}}
+    reserved = {"n_cases", "volumetry"} & set(names)
+    if reserved:
+        raise ValueError(f"class names {sorted(reserved)} are reserved in the aggregate")
+    result: dict = {"n_cases": len(cases)}
     for name in names:
         entries = [c["classes"][name] for c in cases if name in c.get("classes", {})]
         if pooled_counts is not None and name in pooled_counts:
@@ -295,7 +303,7 @@ def aggregate(cases: list[dict], pooled_counts: Mapping[str, Mapping[str, int]] 
             summary[f"{k}_mean"] = _nanstat(vals, np.mean)
             summary[f"{k}_n"] = int(np.count_nonzero(np.isfinite(np.asarray(vals, dtype=np.float64)))) if vals else 0
         summary["status"] = {s: sum(1 for e in entries if e.get("status") == s) for s in STATUSES}
-        result["classes"][name] = summary
+        result[name] = summary
     vol: dict = {}
     pairs = [(c["volumetry"]["pred"], c["volumetry"]["gt"]) for c in cases if "volumetry" in c]
     for key in ("liver_ml", "tumour_ml", "tumour_pct_of_liver", "n_tumours"):
@@ -404,17 +412,27 @@ def _check_pair(pred_file: Path, gt_file: Path, p_arr, p_aff, g_arr, g_aff) -> N
         diff = np.abs(p_aff - g_aff)
         r, c = np.unravel_index(int(np.argmax(diff)), diff.shape)
         raise DataError(f"prediction {pred_file} and ground truth {gt_file} have different affines (element "
-                        f"[{r},{c}]: {p_aff[r, c]:.6g} vs {g_aff[r, c]:.6g}); expected the same geometry (atol 1e-3 mm)")
+                        f"[{r},{c}]: {p_aff[r, c]:.6g} vs {g_aff[r, c]:.6g}); "
+                        "expected the same geometry (atol 1e-3 mm)")
 
 
 def _check_values(path: Path, arr: np.ndarray, allowed: set[int]) -> None:
-    if arr.dtype == np.uint8 or (arr.size and int(arr.max()) < 256):
-        present = set(np.flatnonzero(np.bincount(arr.ravel().astype(np.intp, copy=False), minlength=1)).tolist())
-    else:
-        present = set(np.unique(arr).tolist())
-    bad = sorted(present - allowed)
+    """DataError when ``arr`` holds a value outside ``allowed`` (without copying the volume)."""
+    if arr.size == 0:
+        return
+    hi = max(allowed)
+    bad: set[int] = set()
+    if int(arr.max()) > hi:
+        bad |= set(np.unique(arr[arr > hi])[:10].tolist())
+    lo = min(allowed)
+    if int(arr.min()) < lo:
+        bad |= set(np.unique(arr[arr < lo])[:10].tolist())
+    for v in range(lo, hi + 1):
+        if v not in allowed and np.any(arr == v):
+            bad.add(v)
     if bad:
-        raise DataError(f"{path}: label values {bad[:10]} are not among {sorted(allowed)}; expected a label volume")
+        raise DataError(f"{path}: label values {sorted(bad)[:10]} are not among {sorted(allowed)}; "
+                        "expected a label volume with these classes")
 
 
 def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
@@ -484,13 +502,15 @@ def evaluate_volume_dirs(pred_dir, gt_dir, out_dir, classes: Mapping[int, str] =
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create output folder {out_dir}: {exc.strerror or exc}; expected a writable folder") from None
+        raise DataError(f"cannot create output folder {out_dir}: {exc.strerror or exc}; "
+                        "expected a writable folder") from None
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for c in cases:
         for name, e in c["classes"].items():
-            row = {"case_id": c["case_id"], "class_name": name, "pred_file": c["pred_file"], "gt_file": c["gt_file"], **e}
+            row = {"case_id": c["case_id"], "class_name": name, "pred_file": c["pred_file"],
+                   "gt_file": c["gt_file"], **e}
             writer.writerow([_fmt_csv(row.get(k, "")) for k in CSV_COLUMNS])
     _write_text(out_dir / "volume_metrics.csv", buf.getvalue())
     _write_text(out_dir / "volume_metrics.json", json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
@@ -510,7 +530,7 @@ def format_table(result: dict) -> str:
     """Plain-text table: one line per case (Dice and ASSD per class, volumes), then the per-class summary."""
     cases = result.get("cases", [])
     agg = result.get("aggregate") or aggregate(cases)
-    names = list(agg.get("classes", {}))
+    names = [k for k, v in agg.items() if isinstance(v, dict) and "dice_mean" in v]
     lines = []
     if cases:
         head = f"{'case':<24}" + "".join(f"{n + ' Dice':>13}{n + ' ASSD':>13}" for n in names)
@@ -531,7 +551,7 @@ def format_table(result: dict) -> str:
             f"{'RVD':>9}{'ASSD mm':>9}{'HD95 mm':>9}  empty/FP/FN")
     lines += [head, "-" * len(head)]
     for n in names:
-        s = agg["classes"][n]
+        s = agg[n]
         st = s.get("status", {})
         lines.append(
             f"{n[:9]:<10}{s['n_cases']:>5}{_f(s['dice_mean']):>11}{_f(s['dice_std']):>9}{_f(s['dice_median']):>9}"
@@ -542,9 +562,11 @@ def format_table(result: dict) -> str:
     vol = agg.get("volumetry", {})
     if vol:
         lines.append("")
-        lines.append("volumetry |pred - gt| mean: liver {} mL, tumour {} mL, tumour burden {} %-points, tumour count {}".format(
-            _f(vol.get("liver_ml_abs_diff_mean"), "{:.2f}"), _f(vol.get("tumour_ml_abs_diff_mean"), "{:.2f}"),
-            _f(vol.get("tumour_pct_of_liver_abs_diff_mean"), "{:.2f}"), _f(vol.get("n_tumours_abs_diff_mean"), "{:.2f}")))
+        lines.append(
+            "volumetry |pred - gt| mean: liver {} mL, tumour {} mL, tumour burden {} %-points, tumour count {}".format(
+                _f(vol.get("liver_ml_abs_diff_mean"), "{:.2f}"), _f(vol.get("tumour_ml_abs_diff_mean"), "{:.2f}"),
+                _f(vol.get("tumour_pct_of_liver_abs_diff_mean"), "{:.2f}"),
+                _f(vol.get("n_tumours_abs_diff_mean"), "{:.2f}")))
     unmatched = result.get("unmatched_predictions") or []
     if unmatched:
         lines.append(f"{len(unmatched)} prediction file(s) without ground truth ignored")

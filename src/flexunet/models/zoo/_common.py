@@ -120,7 +120,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, submodules: Itera
     non-strictly into ``model`` or, when more keys match there, into one of the
     named ``submodules`` (e.g. ``"encoder"`` for an ImageNet backbone file).
     Tensors whose shape differs (another ``num_classes``) are skipped.
-    Missing, unexpected and skipped key counts are reported by warnings.
+    A warning reports the missing, unexpected and skipped key counts (and the
+    submodule) unless the file matched ``model`` exactly.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -145,7 +146,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, submodules: Itera
     if loaded == 0:
         raise CheckpointError(f"[model] pretrained = {path!r}: no tensor matches {type(model).__name__}")
     into = f" into .{where}" if where else ""
-    if result.missing_keys or result.unexpected_keys or mismatched:
+    if where or result.missing_keys or result.unexpected_keys or mismatched:
         warnings.warn(f"[model] pretrained = {path!r}: loaded {loaded} tensors{into}; "
                       f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected, "
                       f"{len(mismatched)} skipped for a shape mismatch", stacklevel=2)
