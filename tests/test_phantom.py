@@ -122,7 +122,7 @@ def test_write_phantoms_files_and_manifest(tmp_path):
     assert manifest == tmp_path / "ph" / "manifest.csv"
     rows = list(csv.DictReader(manifest.open()))
     assert [r["case_id"] for r in rows] == ["phantom_000", "phantom_001"]
-    assert list(rows[0]) == ["case_id", "image", "label", "shape", "spacing", "n_liver", "n_tumour", "n_tumours"]
+    assert list(rows[0]) == ["case_id", "image", "label", "shape", "spacing", "n_liver", "n_tumour", "source", "notes"]
     for n, row in enumerate(rows):
         img_f = manifest.parent / row["image"]
         lab_f = manifest.parent / row["label"]
@@ -138,7 +138,7 @@ def test_write_phantoms_files_and_manifest(tmp_path):
         assert row["shape"] == "96x96x16" and row["spacing"] == "4x4x9"
         assert int(row["n_liver"]) == int((ref_lab == 1).sum())
         assert int(row["n_tumour"]) == int((ref_lab == 2).sum())
-        assert int(row["n_tumours"]) == ndi.label(ref_lab == 2, structure=_CONN26)[1]
+        assert int(row["notes"].split()[0]) == ndi.label(ref_lab == 2, structure=_CONN26)[1]
     assert not [p for p in (tmp_path / "ph").rglob(".*")], "no temporary files left behind"
 
 

@@ -83,7 +83,8 @@ def test_view_round_trip_and_radiological_layout():
     assert np.array_equal(from_view(to_view(a)), a)
     v = to_view(a)
     assert v.shape == (4, 3)
-    assert v[0, 0] == a[0, 3]  # top-left: patient's right (x=0), most anterior (max y)
+    # RAS+: i grows to the patient's right, j to anterior; top-left = patient's right, most anterior
+    assert v[0, 0] == a[2, 3] and v[-1, -1] == a[0, 0]
 
 
 def test_hu_window_and_25d_channels():

@@ -73,7 +73,8 @@ __all__ = ["generate_phantom", "write_phantoms", "phantom_affine", "MANIFEST_COL
 
 DEFAULT_SHAPE = (256, 256, 48)
 DEFAULT_SPACING = (1.5, 1.5, 3.0)
-MANIFEST_COLUMNS = ("case_id", "image", "label", "shape", "spacing", "n_liver", "n_tumour", "n_tumours")
+# the same columns as the importers' manifest (flexunet.data.importers.MANIFEST_COLUMNS)
+MANIFEST_COLUMNS = ("case_id", "image", "label", "shape", "spacing", "n_liver", "n_tumour", "source", "notes")
 _CONN26 = np.ones((3, 3, 3), dtype=bool)
 
 # --------------------------------------------------------------------------- #
@@ -632,7 +633,8 @@ def write_phantoms(dst, cases: int = 8, seed: int = 0, shape: Sequence[int] = DE
             "spacing": "x".join(f"{s:.4g}" for s in spacing),
             "n_liver": int(np.count_nonzero(label == 1)),
             "n_tumour": int(np.count_nonzero(label == 2)),
-            "n_tumours": int(n_comp),
+            "source": f"phantom seed=({int(seed)}, {n})",
+            "notes": f"{int(n_comp)} tumour components",
         })
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")

@@ -1,10 +1,10 @@
 """CT volumes -> 2D slices, the same way for the PNG dataset, on-the-fly training and volume inference.
 
 Orientation (documented, radiological): each volume is first reoriented to
-the closest canonical RAS+ orientation; an axial slice ``k`` is shown with the
-patient's anterior at the top and the patient's right on the image's left,
-i.e. ``view = arr[:, :, k].T[::-1, :]`` (rows = posterior->anterior flipped,
-columns = right->left).
+the closest canonical RAS+ orientation (i grows towards the patient's right,
+j towards anterior, k towards the head); an axial slice ``k`` is shown as seen
+from the feet, with the patient's anterior at the top and the patient's right
+on the image's left: ``view = arr[:, :, k].T[::-1, ::-1]``.
 
 Intensity: HU clipped to ``[slice] hu_window`` and mapped to 0..255 (uint8),
 exactly what the PNG files hold, so a model trained on PNGs sees the same
@@ -34,12 +34,12 @@ def hu_to_uint8(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 def to_view(slice_ij: np.ndarray) -> np.ndarray:
     """Canonical RAS (i, j) slice -> radiological display (rows, cols)."""
-    return slice_ij.T[::-1, :]
+    return slice_ij.T[::-1, ::-1]
 
 
 def from_view(view: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_view`."""
-    return view[::-1, :].T
+    return view[::-1, ::-1].T
 
 
 def uses_context(cfg) -> bool:

@@ -97,6 +97,11 @@ class EpochHistory(L.Callback):
         self.history_path = Path(cfg.base_dir) / "history.json"
         self.history: dict[str, list[float]] = {}
         self.epochs: list[int] = []
+        self._lr = math.nan
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # the LR used during this epoch (the plateau scheduler may lower it at validation end)
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
 
     def state_dict(self):
         return {"history": self.history, "epochs": self.epochs}
@@ -114,7 +119,7 @@ class EpochHistory(L.Callback):
             return
         self.epochs.append(epoch)
         values = {k: _metric(trainer, k) for k in keys}
-        values["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        values["lr"] = self._lr
         for k in set(values) | set(self.history):
             col = self.history.setdefault(k, [])
             col.extend([math.nan] * (len(self.epochs) - 1 - len(col)))

@@ -31,6 +31,8 @@ class SegmentationModule(L.LightningModule):
         self.class_names = cfg.class_names
         self._val_meter: SegmentationMeter | None = None
         self._train_soft = [0.0, 0]
+        self._plateau = None  # ReduceLROnPlateau, stepped here (see on_validation_end)
+        self._plateau_state = None  # its state from a checkpoint, applied in configure_optimizers
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -85,13 +87,28 @@ class SegmentationModule(L.LightningModule):
         opt = opt_cls(self.parameters(), lr=m.learning_rate, weight_decay=m.weight_decay)
         if not self.cfg.train.learning_rate_reducer:
             return opt
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.cfg.train.reducer_factor,
-                                                           patience=self.cfg.train.reducer_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+        # The plateau scheduler is stepped by this module at the end of validation, not by Lightning:
+        # Lightning steps it only *after* on_train_epoch_end (where last.ckpt is written) and skips that step
+        # when resuming, so a resumed run would lose one scheduler step (and its LR reduction).
+        self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=self.cfg.train.reducer_factor, patience=self.cfg.train.reducer_patience)
+        if self._plateau_state is not None:
+            self._plateau.load_state_dict(self._plateau_state)
+            self._plateau_state = None
+        return opt
+
+    def on_validation_end(self):
+        if self._plateau is None or self.trainer.sanity_checking:
+            return
+        val = self.trainer.callback_metrics.get("val_loss")
+        if val is not None:
+            self._plateau.step(float(val))
 
     # exact resume: RNG state travels with the checkpoint
     def on_save_checkpoint(self, checkpoint):
         checkpoint["flexunet_meta"] = {"model": self.cfg.model.model}
+        if self._plateau is not None:
+            checkpoint["flexunet_plateau"] = self._plateau.state_dict()
         name, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["rng_state"] = {"torch": torch.get_rng_state(),
                                    "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
@@ -99,6 +116,7 @@ class SegmentationModule(L.LightningModule):
                                    "python": random.getstate()}
 
     def on_load_checkpoint(self, checkpoint):
+        self._plateau_state = checkpoint.get("flexunet_plateau")
         rng = checkpoint.get("rng_state")
         if rng:
             torch.set_rng_state(rng["torch"])

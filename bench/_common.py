@@ -1,0 +1,299 @@
+"""Small helpers shared by the bench scripts (speed.py, quality.py, ...).
+
+* :func:`peak_rss_mb` / :func:`children_peak_rss_mb`: peak resident set size (resource, psutil fallback).
+* :func:`timed_loop`: the timing loop of ``shared/tools/tf_anchor.py`` (warm-up, then at least ``n_min``
+  calls and at least ``t_floor`` seconds, never more than ``t_cap`` seconds), with wall and CPU time.
+* :func:`machine_info` / :func:`print_header`: the exact command line, CPU model, ISA flags that matter
+  (AVX-512, AVX512-BF16, AMX), torch version and threads, printed at the top of every report.
+* :func:`save_results`: atomic JSON under ``bench/results/`` (git-ignored).
+* :func:`run_result_subprocess`: run a command that prints one ``RESULT {json}`` line and parse it.
+* :func:`md_table`: a markdown table.
+
+Figures from these machines are noisy (2 cores, other work running): compare paths measured side by side
+in one run, as ratios, and look at ``cpu_util`` (process CPU seconds / wall seconds): well below the
+thread count means the process was starved and the figure is pessimistic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+#: the shared folder beside the checkout (tf_anchor.py, seed notes); may be absent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
+
+
+def ensure_src_on_path() -> None:
+    """Make ``import flexunet`` work from a checkout without an installed package."""
+    src = str(REPO_ROOT / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process in MB (Linux ru_maxrss is in KB, macOS in bytes)."""
+    try:
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+    except Exception:  # pragma: no cover - platforms without resource
+        try:
+            import psutil
+
+            info = psutil.Process().memory_info()
+            return getattr(info, "peak_wset", info.rss) / (1024.0 * 1024.0)
+        except Exception:
+            return float("nan")
+
+
+def current_rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / (1024.0 * 1024.0)
+    except Exception:
+        return float("nan")
+
+
+def children_peak_rss_mb() -> float:
+    """Largest peak RSS of any waited-for child process (MB)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def timed_loop(fn: Callable[[], object], n_min: int = 5, t_floor: float = 20.0, t_cap: float = 60.0,
+               warmup: int = 1, items_per_call: int = 1) -> dict:
+    """Time ``fn`` like tf_anchor.py: ``warmup`` untimed calls, then call until (n >= n_min and
+    elapsed >= t_floor) or elapsed >= t_cap.  Returns calls, wall/CPU seconds, rate and CPU use.
+
+    ``rate`` is items per wall second (``items_per_call`` items per call); ``cpu_util`` is process CPU
+    seconds per wall second (about the thread count when the process had the cores to itself).
+    """
+    first_s = None
+    for i in range(max(0, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        if i == 0:
+            first_s = time.perf_counter() - t0
+    n = 0
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        el = time.perf_counter() - t0
+        if (n >= n_min and el >= t_floor) or el >= t_cap:
+            break
+    cpu = time.process_time() - c0
+    return {"calls": n, "wall_s": round(el, 3), "cpu_s": round(cpu, 3), "s_per_call": round(el / n, 4),
+            "rate": round(n * items_per_call / el, 4), "cpu_util": round(cpu / el, 2),
+            "cpu_s_per_item": round(cpu / (n * items_per_call), 4),
+            "first_call_s": round(first_s, 3) if first_s is not None else None}
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "model name" and val.strip():
+            model = val.strip()
+        elif key == "flags" and not flags:
+            flags = set(val.split())
+    return model, flags
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_info(threads: int | None = None) -> dict:
+    """CPU model, the ISA flags that decide bf16 speed, cores, memory, torch and thread settings."""
+    model, flags = _cpuinfo()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count()
+    info = {"cpu": model, "flags": [f for f in INTERESTING_FLAGS if f in flags], "cores": cores,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_average": load_average()}
+    try:
+        import psutil
+
+        info["mem_total_gb"] = round(psutil.virtual_memory().total / 2 ** 30, 1)
+    except Exception:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_interop_threads"] = torch.get_num_interop_threads()
+        try:
+            info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except Exception:
+            info["mkldnn_bf16"] = False
+        info["cpu_capability"] = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+        info["cuda"] = torch.cuda.is_available()
+    except ImportError:
+        info["torch"] = None
+    if threads is not None:
+        info["threads_requested"] = threads
+    return info
+
+
+def machine_line(info: dict) -> str:
+    flags = ",".join(info.get("flags") or []) or "none of " + ",".join(INTERESTING_FLAGS)
+    return (f"{info.get('cpu')} ({info.get('cores')} cores visible, {info.get('mem_total_gb', '?')} GB; "
+            f"flags: {flags}; oneDNN native bf16: {info.get('mkldnn_bf16')}); torch {info.get('torch')} "
+            f"with {info.get('torch_threads')} threads; Python {info.get('python')}; "
+            f"load average at start {info.get('load_average')}")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    argv = list(sys.argv if argv is None else argv)
+    script = argv[0] if argv else ""
+    try:
+        script = os.path.relpath(script, os.getcwd())
+    except ValueError:
+        pass
+    return shlex.join([sys.executable, script, *argv[1:]])
+
+
+def print_header(title: str, threads: int | None = None, argv: Sequence[str] | None = None) -> dict:
+    """Print the command and the machine; return ``{"command", "machine"}`` for the results JSON."""
+    info = machine_info(threads)
+    cmd = command_line(argv)
+    print(f"# {title}", flush=True)
+    print(f"command: {cmd}")
+    print(f"machine: {machine_line(info)}", flush=True)
+    return {"command": cmd, "machine": info, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# --------------------------------------------------------------------------- results
+
+
+def save_results(name: str, data: dict, path: str | os.PathLike | None = None) -> Path:
+    """Write ``data`` as JSON to ``path`` or ``bench/results/<name>.json`` atomically; return the path."""
+    dst = Path(path) if path else RESULTS_DIR / f"{name}.json"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, dst)
+    return dst
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return repr(o)
+
+
+def run_result_subprocess(cmd: Sequence[str], timeout: float, prefix: str = "RESULT ",
+                          env: dict | None = None, echo: bool = False) -> dict:
+    """Run ``cmd``; return the JSON of its last ``prefix`` line, plus ``wall_s`` and ``returncode``.
+
+    On a timeout, a crash or a missing line: ``{"error": ..., "stderr_tail": ...}`` (never raises).
+    Lines starting with ``PARTIAL`` are kept under ``partial`` (tf_anchor prints one after training).
+    """
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        res = {"error": f"timed out after {timeout:.0f} s", "wall_s": round(time.perf_counter() - t0, 1)}
+        res.update(_parse_partial(out))
+        return res
+    except OSError as exc:
+        return {"error": f"could not start {cmd[0]}: {exc}"}
+    wall = round(time.perf_counter() - t0, 1)
+    if echo and proc.stdout:
+        print(proc.stdout, end="")
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith(prefix):
+            try:
+                result = json.loads(line[len(prefix):])
+            except json.JSONDecodeError:
+                pass
+    if result is None:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
+        res = {"error": f"exit {proc.returncode}, no {prefix.strip()} line", "stderr_tail": tail, "wall_s": wall}
+        res.update(_parse_partial(proc.stdout))
+        return res
+    result.setdefault("wall_s", wall)
+    result["returncode"] = proc.returncode
+    return result
+
+
+def _parse_partial(out: str) -> dict:
+    for line in reversed((out or "").splitlines()):
+        if line.startswith("PARTIAL"):
+            try:
+                return {"partial": json.loads(line.split(" ", 1)[1])}
+            except (IndexError, json.JSONDecodeError):
+                pass
+    return {}
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v):
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            if v != v:
+                return "–"
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def ratio(a, b) -> float | None:
+    try:
+        if a is None or b is None or b == 0:
+            return None
+        return float(a) / float(b)
+    except (TypeError, ValueError):
+        return None
