@@ -6,7 +6,8 @@
 * :func:`machine_info` / :func:`print_header`: the exact command line, CPU model, ISA flags that matter
   (AVX-512, AVX512-BF16, AMX), torch version and threads, printed at the top of every report.
 * :func:`save_results`: atomic JSON under ``bench/results/`` (git-ignored).
-* :func:`run_result_subprocess`: run a command that prints one ``RESULT {json}`` line and parse it.
+* :func:`run_result_subprocess`: run a command that prints one ``RESULT {json}`` line and parse it
+  (``env`` values of ``None`` remove a variable).
 * :func:`md_table`: a markdown table.
 
 Figures from these machines are noisy (2 cores, other work running): compare paths measured side by side
@@ -79,19 +80,23 @@ def children_peak_rss_mb() -> float:
 
 
 def timed_loop(fn: Callable[[], object], n_min: int = 5, t_floor: float = 20.0, t_cap: float = 60.0,
-               warmup: int = 1, items_per_call: int = 1) -> dict:
+               warmup: int = 1, items_per_call: int = 1, warmup_max_s: float | None = None) -> dict:
     """Time ``fn`` like tf_anchor.py: ``warmup`` untimed calls, then call until (n >= n_min and
     elapsed >= t_floor) or elapsed >= t_cap.  Returns calls, wall/CPU seconds, rate and CPU use.
 
     ``rate`` is items per wall second (``items_per_call`` items per call); ``cpu_util`` is process CPU
     seconds per wall second (about the thread count when the process had the cores to itself).
+    ``warmup_max_s``: stop warming up (after the first call) once warm-up has taken this long.
     """
     first_s = None
+    w0 = time.perf_counter()
     for i in range(max(0, warmup)):
         t0 = time.perf_counter()
         fn()
         if i == 0:
             first_s = time.perf_counter() - t0
+        if warmup_max_s is not None and time.perf_counter() - w0 >= warmup_max_s:
+            break
     n = 0
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -106,6 +111,23 @@ def timed_loop(fn: Callable[[], object], n_min: int = 5, t_floor: float = 20.0, 
             "rate": round(n * items_per_call / el, 4), "cpu_util": round(cpu / el, 2),
             "cpu_s_per_item": round(cpu / (n * items_per_call), 4),
             "first_call_s": round(first_s, 3) if first_s is not None else None}
+
+
+def merge_loops(parts: Sequence[dict]) -> dict:
+    """Combine :func:`timed_loop` results of the same work measured in several rounds (interleaved with
+    other paths, so that a change of machine load hits every path alike)."""
+    parts = [p for p in parts if p and "calls" in p]
+    if not parts:
+        return {"error": "no measurement"}
+    n = sum(p["calls"] for p in parts)
+    wall = sum(p["wall_s"] for p in parts)
+    cpu = sum(p["cpu_s"] for p in parts)
+    items = sum(p["rate"] * p["wall_s"] for p in parts)
+    return {"calls": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "s_per_call": round(wall / n, 4),
+            "rate": round(items / wall, 4), "cpu_util": round(cpu / wall, 2),
+            "cpu_s_per_item": round(cpu / items, 4) if items else None,
+            "first_call_s": parts[0].get("first_call_s"), "rounds": len(parts),
+            "round_rates": [p["rate"] for p in parts]}
 
 
 # --------------------------------------------------------------------------- machine
@@ -161,9 +183,17 @@ def machine_info(threads: int | None = None) -> dict:
         except Exception:
             info["mkldnn_bf16"] = False
         info["cpu_capability"] = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+        # the ISA probes: oneDNN's check above is also True on AVX-512 CPUs that only emulate bf16
+        for key, fn in (("isa_avx512_bf16", "_is_avx512_bf16_supported"), ("isa_amx_tile", "_is_amx_tile_supported")):
+            try:
+                info[key] = bool(getattr(torch.cpu, fn)())
+            except Exception:
+                info[key] = None
         info["cuda"] = torch.cuda.is_available()
     except ImportError:
         info["torch"] = None
+    info["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
+                                              "KMP_BLOCKTIME", "GOMP_SPINCOUNT") if k in os.environ}
     if threads is not None:
         info["threads_requested"] = threads
     return info
@@ -172,8 +202,11 @@ def machine_info(threads: int | None = None) -> dict:
 def machine_line(info: dict) -> str:
     flags = ",".join(info.get("flags") or []) or "none of " + ",".join(INTERESTING_FLAGS)
     return (f"{info.get('cpu')} ({info.get('cores')} cores visible, {info.get('mem_total_gb', '?')} GB; "
-            f"flags: {flags}; oneDNN native bf16: {info.get('mkldnn_bf16')}); torch {info.get('torch')} "
-            f"with {info.get('torch_threads')} threads; Python {info.get('python')}; "
+            f"flags: {flags}; oneDNN bf16 check: {info.get('mkldnn_bf16')}, AVX512-BF16: "
+            f"{info.get('isa_avx512_bf16')}, AMX: {info.get('isa_amx_tile')}); torch {info.get('torch')} "
+            f"with {info.get('torch_threads')} threads"
+            + "".join(f", {k}={v}" for k, v in (info.get("env") or {}).items())
+            + f"; Python {info.get('python')}; "
             f"load average at start {info.get('load_average')}")
 
 
@@ -235,9 +268,14 @@ def run_result_subprocess(cmd: Sequence[str], timeout: float, prefix: str = "RES
     Lines starting with ``PARTIAL`` are kept under ``partial`` (tf_anchor prints one after training).
     """
     t0 = time.perf_counter()
+    full_env = dict(os.environ)
+    for k, v in (env or {}).items():  # a value of None removes the variable
+        if v is None:
+            full_env.pop(k, None)
+        else:
+            full_env[k] = str(v)
     try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         res = {"error": f"timed out after {timeout:.0f} s", "wall_s": round(time.perf_counter() - t0, 1)}

@@ -51,7 +51,7 @@ def _report_failures(failures) -> int:
         return 0
     print(f"flexunet: {len(failures)} file(s) failed:", file=sys.stderr)
     for name, msg in failures:
-        print(f"  {name}: {msg}", file=sys.stderr)
+        print(f"  {msg}" if str(name) in msg else f"  {name}: {msg}", file=sys.stderr)
     return EXIT_INPUT
 
 
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = [a for a in argv if a in ("--debug", "--quiet")]
     rest = [a for a in argv if a not in ("--debug", "--quiet")]
     args = build_parser().parse_args(flags + rest)
-    from .errors import FlexUNetError, TrainingAborted
+    from .errors import FlexUNetError, TrainingAborted, one_line, unwrap_worker_error
 
     if not args.debug:
         _one_line_warnings()
@@ -237,20 +237,31 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingAborted as exc:
         if args.debug:
             raise
-        print(f"flexunet: stopped: {exc}", file=sys.stderr)
+        print(f"flexunet: stopped: {one_line(exc)}", file=sys.stderr)
         return EXIT_ABORTED
     except FlexUNetError as exc:
         if args.debug:
             raise
-        print(f"flexunet: error: {exc}", file=sys.stderr)
+        print(f"flexunet: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("flexunet: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file system problem (unwritable output, disk full, ...): the path and the reason
+        if args.debug:
+            raise
+        if exc.filename is None:
+            print(f"flexunet: error: {exc.__class__.__name__}: {one_line(exc)} (run with --debug for the traceback)",
+                  file=sys.stderr)
+            return EXIT_INTERNAL
+        print(f"flexunet: error: {exc.filename}: {exc.strerror or exc} ({exc.__class__.__name__}); "
+              "expected a readable input and a writable output path", file=sys.stderr)
+        return EXIT_INPUT
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        plain = unwrap_worker_error(exc)
+        first = str(plain).strip().splitlines()[0] if str(plain).strip() else ""
         print(f"flexunet: error: {exc.__class__.__name__}: {first} (run with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL

@@ -271,6 +271,9 @@ def load_image(path: PathLike, cfg, *, resize: bool = True) -> np.ndarray:
     mode = img.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or mode.startswith("I;"):
         grey = np.asarray(img)
+        if np.issubdtype(grey.dtype, np.floating) and not np.isfinite(grey).all():
+            n_bad = int(grey.size - np.count_nonzero(np.isfinite(grey)))
+            raise DataError(f"image {path} holds {n_bad} NaN/Inf pixels; expected finite values")
         grey = grey.astype(np.float32) / _grey_scale(grey)
         arr = np.repeat(grey[None], channels, axis=0) if channels == 3 else grey[None]
     elif channels == 1:

@@ -25,11 +25,9 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 import nibabel as nib
 import numpy as np

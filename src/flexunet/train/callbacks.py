@@ -72,11 +72,22 @@ class LastCheckpoint(L.Callback):
         self.path = Path(cfg.train.model_dir) / "last.ckpt"
 
     def save(self, trainer) -> None:
+        """Write ``last.ckpt`` atomically: temp file beside it, fsync, rename; the temp file never survives."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
-        if trainer.is_global_zero and tmp.exists():
-            os.replace(tmp, self.path)
-            note_write(self.path)
+        try:
+            trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
+            if trainer.is_global_zero and tmp.exists():
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self.path)
+                note_write(self.path)
+        except BaseException:
+            if trainer.is_global_zero and tmp.exists():
+                tmp.unlink()
+            raise
 
     def on_train_epoch_end(self, trainer, pl_module):
         # runs after validation in Lightning 2.x, so val metrics and scheduler state are current
@@ -176,10 +187,34 @@ class EpochHistory(L.Callback):
         plt.close(fig)
         path = self.eval_dir / name
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.eval_dir)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         note_write(path)
+
+
+class AugmentState(L.Callback):
+    """Exact ``--resume`` with ``num_workers = 0``: the training dataset's augmentation counter
+    (``SliceDataset._served``, part of each item's augmentation seed) travels with ``last.ckpt``.
+
+    Worker processes keep their own counters, which a resumed run cannot recreate; with
+    ``num_workers > 0`` a resumed run is correct but its augmentation draws differ.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def state_dict(self):
+        return {"served": int(getattr(self.dataset, "_served", 0))}
+
+    def load_state_dict(self, state):
+        if hasattr(self.dataset, "_served"):
+            self.dataset._served = int(state.get("served", 0))
 
 
 class EpochChangeInfer(L.Callback):
@@ -250,38 +285,79 @@ class BreakFile(L.Callback):
 
 
 class SignalStop(L.Callback):
-    """SIGINT/SIGTERM: finish the current batch, save a resumable ``last.ckpt``, exit non-zero."""
+    """SIGINT/SIGTERM: stop with a resumable ``last.ckpt`` and exit non-zero (the runner raises TrainingAborted).
+
+    * during a training batch: the batch finishes, ``last.ckpt`` is saved mid-epoch and training stops
+      (resumable: the run continues that epoch's remaining batches, not bit-exact);
+    * during validation or at the end of an epoch: the epoch finishes, ``last.ckpt`` of that epoch is
+      written as usual and training stops (exact resume).
+
+    A second signal gives up at once.  The handlers are installed at ``on_train_start``, after
+    Lightning's own SIGTERM handler, which is chained only in multi-process runs (there it stops the
+    other ranks; elsewhere it would abort validation halfway).
+    """
 
     def __init__(self, last: LastCheckpoint):
         self.last = last
         self.received: int | None = None
+        self.saved: str | None = None  # "mid-epoch" or "epoch-end" once last.ckpt holds the stop state
+        self.where = ""
         self._old = {}
+        self._chain = {}
 
     def _handler(self, signum, frame):
         if self.received is not None:  # second signal: give up at once
             raise KeyboardInterrupt
         self.received = signum
+        chained = self._chain.get(signum)
+        if callable(chained):
+            chained(signum, frame)
 
-    def on_fit_start(self, trainer, pl_module):
+    def on_train_start(self, trainer, pl_module):
+        self.received, self.saved = None, None
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread
-                pass
+                continue
+            if sig == signal.SIGTERM and trainer.world_size > 1:
+                self._chain[sig] = self._old[sig]
 
     def on_fit_end(self, trainer, pl_module):
         self.restore()
 
     def restore(self):
         for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
+            if signal.getsignal(sig) == self._handler:  # Lightning may have restored its own already
+                signal.signal(sig, old)
+        self._old, self._chain = {}, {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.received is None:
+        if self.received is None or self.saved:
             return
-        name = signal.Signals(self.received).name
+        self.where = f"at epoch {trainer.current_epoch}, step {batch_idx}"
         self.last.save(trainer)
+        self.saved = "mid-epoch"
         self.restore()
-        raise TrainingAborted(f"received {name} at epoch {trainer.current_epoch + 1}, step {batch_idx}; "
-                              f"saved {self.last.path}; continue with `flexunet train CONFIG --resume`")
+        raise TrainingAborted(self.message())
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # LastCheckpoint (the last callback) writes this epoch's last.ckpt after this hook
+        if self.received is not None and not self.saved:
+            self.where = f"during epoch {trainer.current_epoch}"
+            self.saved = "epoch-end"
+            trainer.should_stop = True
+
+    def message(self) -> str:
+        if self.saved == "mid-epoch":
+            what = f"saved {self.last.path} (mid-epoch)"
+        elif self.saved == "epoch-end":
+            what = f"saved {self.last.path} at the end of the epoch"
+        else:
+            what = f"kept {self.last.path} of the last finished epoch"
+        return (f"received {self.name} {self.where}; {what}; "
+                "continue with `flexunet train CONFIG --resume`").replace("  ", " ")

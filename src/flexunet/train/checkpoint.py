@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError
@@ -47,6 +49,25 @@ def save_weights(path: str | os.PathLike, model, cfg) -> None:
     atomic_torch_save({"state_dict": state, "meta": _meta(cfg)}, path)
 
 
+def _load_problem(exc: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, in a few words."""
+    text = str(exc)
+    unsafe = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)
+    if unsafe:
+        return (f"refused to load: the file would import and call {unsafe.group(1)} "
+                "(unsafe pickle; nothing was run)")
+    operand = re.search(r"Unsupported operand \d+", text)
+    if operand:
+        return ("cannot load checkpoint: not a PyTorch checkpoint, or it holds pickled Python objects "
+                f"rather than tensors ({operand.group(0)})")
+    if isinstance(exc, (EOFError, OSError)) or "zip archive" in text or "corrupt" in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        first = lines[0].split(". ")[0] if lines else exc.__class__.__name__
+        return f"cannot load checkpoint: corrupt or truncated file ({first[:150]})"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return f"cannot load checkpoint safely ({(lines[0] if lines else exc.__class__.__name__)[:200]})"
+
+
 def load_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     """Read weights from ``best.pt`` or a Lightning ``.ckpt``; returns (state_dict, meta)."""
     import torch
@@ -55,11 +76,12 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; train first (flexunet train CONFIG) or give --weights")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's "Detected pickle protocol 4" on foreign pickles
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or a pickle with code in it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({first[:200]}); "
-                              "expected a FlexUNet best.pt or last.ckpt loadable with weights_only=True")
+        raise CheckpointError(f"{path}: {_load_problem(exc)}; "
+                              "expected a FlexUNet best.pt or last.ckpt loadable with weights_only=True") from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise CheckpointError(f"{path}: no 'state_dict' in checkpoint; expected a FlexUNet best.pt or last.ckpt")
     state = obj["state_dict"]

@@ -54,7 +54,8 @@ class SegmentationModule(L.LightningModule):
         loss, _, soft = self._step(batch)
         if not torch.isfinite(loss):
             raise TrainingAborted(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                                  f"step {batch_idx}; the last good checkpoint is kept (lower [model] "
+                                  f"step {batch_idx}; nothing saved: last.ckpt and best.pt in "
+                                  f"{self.cfg.train.model_dir} keep the last good epoch (lower [model] "
                                   "learning_rate or set clipvalue)")
         n = batch[0].shape[0]
         self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)

@@ -8,7 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, FlexUNetError, TrainingAborted, unwrap_worker_error
 
 
 def _quiet_lightning() -> None:
@@ -60,7 +60,7 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
 
     from ..data.dataset2d import build_dataloader
     from ..infer.precision import trainer_precision
-    from .callbacks import BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint, SignalStop
+    from .callbacks import AugmentState, BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint, SignalStop
     from .module import SegmentationModule
 
     _quiet_lightning()
@@ -80,9 +80,13 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     train_dl = build_dataloader(train_ds, t.batch_size, shuffle=True, num_workers=t.num_workers, drop_last=False)
     valid_dl = build_dataloader(valid_ds, t.batch_size, shuffle=False, num_workers=t.num_workers)
     module = SegmentationModule(cfg)
-    if cfg.model.pretrained and not resume:
-        from .checkpoint import load_weights_into
+    from .checkpoint import load_weights_into
 
+    if resume:
+        # refuse a corrupt, unsafe or other-architecture last.ckpt with a one-line CheckpointError
+        # before Lightning loads it (also with weights_only=True, below)
+        load_weights_into(module.model, last_path, cfg)
+    elif cfg.model.pretrained:
         load_weights_into(module.model, cfg.model.pretrained, cfg)
     if cfg.model.show_summary and not quiet:
         n = sum(p.numel() for p in module.model.parameters())
@@ -93,7 +97,7 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     breaker = BreakFile(cfg)
     signals = SignalStop(last)
     # order matters: last.ckpt is written after the history and the break file have seen the epoch
-    callbacks = [EpochHistory(cfg), best, breaker, signals]
+    callbacks = [EpochHistory(cfg), best, breaker, signals, AugmentState(train_ds)]
     if t.patience > 0:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"))
     if t.epoch_change_infer:
@@ -124,9 +128,25 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     )
     start = time.perf_counter()
     try:
-        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last_path) if resume else None)
+        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last_path) if resume else None,
+                    weights_only=True if resume else None)
+    except FlexUNetError as exc:
+        # an error raised in a DataLoader worker arrives wrapped in its traceback text: re-raise the one line
+        plain = unwrap_worker_error(exc)
+        if plain is exc:
+            raise
+        raise plain from exc
+    except (Exception, SystemExit) as exc:
+        # after SIGINT/SIGTERM: Lightning's SIGTERM exit (multi-process runs), a second signal, or a
+        # DataLoader worker killed by the same Ctrl-C all end here
+        if signals.received is None:
+            raise
+        signals.where = signals.where or f"during epoch {trainer.current_epoch}"
+        raise TrainingAborted(signals.message()) from exc
     finally:
         signals.restore()
+    if signals.received is not None:
+        raise TrainingAborted(signals.message())
     seconds = time.perf_counter() - start
     return {"epochs": trainer.current_epoch, "best_val_loss": best.best, "best": str(best.path),
             "last": str(last.path), "seconds": seconds, "precision": precision,

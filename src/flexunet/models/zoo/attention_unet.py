@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from monai.networks.nets import AttentionUnet
 
+from ...errors import ConfigError
 from ..registry import register_model
 from ._common import check_size, finish, level_filters
 
@@ -18,6 +19,8 @@ NAME = "TensorFlowFlexAttentionUNet"
 @register_model(NAME, aliases=("attention_unet", "attentionunet"))
 def build_attention_unet(cfg) -> AttentionUnet:
     """Attention U-Net (MONAI): attention-gated skips, BatchNorm, strided-conv downsampling."""
+    if cfg.num_layers < 2:
+        raise ConfigError(f"[model] num_layers = {cfg.num_layers}: {NAME} needs at least 2")
     check_size(cfg, 2 ** (cfg.num_layers - 1), NAME)
     model = AttentionUnet(spatial_dims=2, in_channels=cfg.image_channels, out_channels=cfg.num_classes,
                           channels=level_filters(cfg.base_filters, cfg.num_layers),

@@ -6,8 +6,9 @@ FlexUNet's decoder.
 ``D = base_filters * 2**(num_layers-1)`` and ``h = H / 2**(num_layers-1)`` get a
 learned position embedding (sized for ``image_height x image_width``, bilinearly
 resized for other inputs) and pass as ``h*w`` tokens of width ``D`` through a
-pre-norm :class:`torch.nn.TransformerEncoder` (4 layers, GELU MLP of ``4*D``,
-heads of at least 16 channels, at most 8).  The original uses a ResNet-50 +
+pre-norm :class:`torch.nn.TransformerEncoder` (4 layers of width
+``d = min(D, 512)``, 1x1 convolutions in and out when ``D > 512``, GELU MLP of
+``4*d``, heads of at least 16 channels, at most 8).  The original uses a ResNet-50 +
 ViT-B/16 (12 layers); this keeps the idea at U-Net cost.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..registry import register_model
 from ._common import finish, flex_unet_forward, flexunet_kwargs, resize_to
 
 DEPTH = 4
+MAX_WIDTH = 512
 
 
 def num_heads(dim: int) -> int:
@@ -28,21 +30,29 @@ def num_heads(dim: int) -> int:
 
 
 class BottleneckTransformer(nn.Module):
-    """``(N, D, h, w) -> (N, D, h, w)``: position embedding + transformer encoder over the ``h*w`` tokens."""
+    """``(N, D, h, w) -> (N, D, h, w)``: position embedding + transformer encoder over the ``h*w`` tokens.
 
-    def __init__(self, dim: int, grid: tuple[int, int], depth: int = DEPTH, dropout: float = 0.0):
+    The tokens have width ``min(D, max_width)``; 1x1 convolutions project in and out when it is smaller.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], depth: int = DEPTH, dropout: float = 0.0,
+                 max_width: int = MAX_WIDTH):
         super().__init__()
-        self.pos = nn.Parameter(torch.zeros(1, dim, *grid))
+        width = min(dim, max_width)
+        self.proj_in = nn.Conv2d(dim, width, 1) if width != dim else nn.Identity()
+        self.proj_out = nn.Conv2d(width, dim, 1) if width != dim else nn.Identity()
+        self.pos = nn.Parameter(torch.zeros(1, width, *grid))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, num_heads(dim), 4 * dim, dropout=dropout, activation="gelu",
+        layer = nn.TransformerEncoderLayer(width, num_heads(width), 4 * width, dropout=dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_in(x)
         n, d, h, w = x.shape
-        tokens = (x + resize_to(self.pos, (h, w))).flatten(2).transpose(1, 2)  # (N, h*w, D)
+        tokens = (x + resize_to(self.pos, (h, w))).flatten(2).transpose(1, 2)  # (N, h*w, d)
         tokens = self.encoder(tokens)
-        return tokens.transpose(1, 2).reshape(n, d, h, w)
+        return self.proj_out(tokens.transpose(1, 2).reshape(n, d, h, w))
 
 
 class TransUNet(FlexUNet):
