@@ -305,6 +305,8 @@ def test_float_tiff_with_nan_is_data_error(tmp_path):
 def test_unreadable_config(tmp_path, capsys):
     msg = cli(capsys, "train", tmp_path / "missing.config")
     assert "missing.config: config file not found" in msg
+    msg = cli(capsys, "train", tmp_path)
+    assert f"{tmp_path}: is a folder; expected a config file" in msg
     binary = tmp_path / "binary.config"
     binary.write_bytes(b"\xff\xfe\x00\x81garbage\x00")
     msg = cli(capsys, "train", binary)

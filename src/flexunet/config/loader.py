@@ -142,6 +142,8 @@ def _resolve_paths(section: str, obj: Any, base_dir: Path) -> Any:
 def read_ini(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Read an INI file into ``{section: {key: literal}}``; raises ConfigError when unreadable."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a config file such as train_eval_infer.config")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:

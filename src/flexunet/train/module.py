@@ -115,12 +115,19 @@ class SegmentationModule(L.LightningModule):
                                    "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
                                              float(cached)],
                                    "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on the GPU draws from these
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint):
         self._plateau_state = checkpoint.get("flexunet_plateau")
+        if self._plateau_state is None and len(checkpoint.get("lr_schedulers") or []) == 1:
+            self._plateau_state = checkpoint["lr_schedulers"][0]  # written while Lightning stepped it
         rng = checkpoint.get("rng_state")
         if rng:
             torch.set_rng_state(rng["torch"])
             name, keys, pos, has_gauss, cached = rng["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             random.setstate(rng["python"])
+            cuda = rng.get("cuda")
+            if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
