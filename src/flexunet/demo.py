@@ -28,7 +28,9 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "train_eval_infer.config"
-    cfg_path.write_text(_embedded_config_text())
+    from .io.atomic import atomic_save_text
+
+    atomic_save_text(cfg_path, _embedded_config_text())
     q = ["--quiet"] if quiet else []
     sets = ["--set", f"train.max_time_minutes={minutes}"] if minutes else []
     t0 = time.perf_counter()
