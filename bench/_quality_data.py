@@ -154,7 +154,8 @@ def case_facts(case_dir: Path) -> dict:
         "slices": int(lcan.shape[2]),
         # liver centroid on the largest liver slice as fractions of the canonical RAS axes (i -> patient's right,
         # j -> anterior): i > 0.5 means the liver lies on the patient's right, as it should
-        "liver_centroid_ras_ij": [round(float(li.mean() / lcan.shape[0]), 3), round(float(lj.mean() / lcan.shape[1]), 3)],
+        "liver_centroid_ras_ij": [round(float(li.mean() / lcan.shape[0]), 3),
+                                  round(float(lj.mean() / lcan.shape[1]), 3)],
         # the same in the slicer's display, as fractions: rows from the top, cols from the left
         "liver_centroid_view": [round(float(ys.mean() / m.shape[0]), 3), round(float(xs.mean() / m.shape[1]), 3)],
         "bone_centroid_view": ([round(float(by.mean() / m.shape[0]), 3), round(float(bx.mean() / m.shape[1]), 3)]
@@ -318,12 +319,14 @@ def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.e
             if (d / "label.nii.gz").exists():
                 facts[d.name] = case_facts(d)
         if facts:
-            png = orientation_png({c: cases / c for c in facts}, cache / "orientation.png")
-            notes.append(f"orientation check image: {png}")
+            orientation_png({c: cases / c for c in facts}, cache / "orientation.png")
         _write_stamp(cases, params, {"cases": facts, "lits117_fix": fix})
     else:
         st = _read_stamp_facts(cases)
         facts, fix = st.get("cases", {}), st.get("lits117_fix", {})
+    if (cache / "orientation.png").exists():
+        notes.append(f"orientation check (largest liver slice of each case as the slicer shows it): "
+                     f"{cache / 'orientation.png'}")
     if "lits_117" in facts:
         lv = facts["lits_117"]["liver_centroid_ras_ij"][0]
         iv = [facts[c]["liver_centroid_ras_ij"][0] for c in ("ircadb_1", "ircadb_17") if c in facts]

@@ -317,7 +317,8 @@ def run_cli(args: list[str], log_path: Path, cwd: Path | None = None, inprocess:
     quiet = [] if args[0] == "infer-volume" else ["--quiet"]
     cmd = [sys.executable, "-m", "flexunet", *quiet, *args]
     t0 = time.perf_counter()
-    rss = None
+    rss = cpu = None
+    load0 = _common.load_average()
     with open(log_path, "w") as fh:
         fh.write("$ " + shlex.join(cmd) + "\n")
         fh.flush()
@@ -346,12 +347,16 @@ def run_cli(args: list[str], log_path: Path, cwd: Path | None = None, inprocess:
             rc = os.waitstatus_to_exitcode(status)
             p.returncode = rc
             rss = round(ru.ru_maxrss / 1024.0, 1)
+            cpu = round(ru.ru_utime + ru.ru_stime, 1)  # the process and its waited-for children (loader workers)
     seconds = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
     if rc != 0:
         tail = "\n".join(text.strip().splitlines()[-6:])
         raise RuntimeError(f"flexunet {args[0]} failed (exit {rc}); log {log_path}:\n{tail}")
-    return {"seconds": round(seconds, 1), "peak_rss_mb": rss, "log": str(log_path), "stdout": text}
+    return {"seconds": round(seconds, 1), "peak_rss_mb": rss, "cpu_seconds": cpu,
+            "cpu_util": round(cpu / seconds, 2) if cpu is not None and seconds > 0 else None,
+            "load_average_before": load0, "load_average_after": _common.load_average(), "log": str(log_path),
+            "stdout": text}
 
 
 def split_valid_blocks(dataset: Path, block: int = VALID_BLOCK, period: int = VALID_PERIOD) -> dict:
@@ -528,6 +533,18 @@ def render(report: dict) -> str:
     L_.append("")
     for n in report["data"].get("notes", []):
         L_.append(f"- {n}")
+    fix = report["data"].get("lits117_fix") or {}
+    if fix:
+        L_.append(f"- LiTS 117 (a 128^3 crop around the liver, no voxel size in its header): as imported, "
+                  f"{fix.get('axes_as_imported')}; fixed by {fix.get('transform')}; {fix.get('spacing_mm_assumed')} "
+                  f"mm isotropic assumed; padded with {fix.get('pad_value_hu')} HU onto a "
+                  f"{'x'.join(map(str, fix.get('canvas', [])))} canvas "
+                  f"(crop at i, j = {fix.get('crop_origin_on_canvas')}) "
+                  "so the liver has about IRCADb's size and place in the slices")
+    mm = report["data"].get("minmax_hu_ranges") or {}
+    if mm:
+        L_.append("- recipe (a) min-max ranges (HU -> 0..255): " + ", ".join(
+            f"{c} {lo:.0f}..{hi:.0f}" for c, (lo, hi) in mm.items()))
     facts = report["data"].get("cases", {})
     if facts:
         L_.append("")
@@ -643,17 +660,21 @@ def render(report: dict) -> str:
         tr = r["train"]
         sl = r["slices"]
         ips = (tr.get("epochs", 0) * sl["train"] / tr["train_seconds"]) if tr.get("train_seconds") else None
+        util = st.get("train", {}).get("cpu_util")
         srows.append([f"({r['recipe']})", r["fold"], f"{sl['train']}/{sl['valid']}/{sl['test']}", cell("slice"),
-                      cell("train"), tr.get("precision", "?"), _f(ips, 2), cell("evaluate"), cell("infer_volume"),
-                      pred or "–", cell("evaluate_volume")])
+                      cell("train"), _f(util, 2), tr.get("precision", "?"), _f(ips, 2), cell("evaluate"),
+                      cell("infer_volume"), pred or "–", cell("evaluate_volume")])
     if srows:
         L_.append("")
-        L_.append("Stages (wall seconds / peak RSS of the stage's process; train img/s = completed epochs x train "
-                  "slices / training seconds):")
+        L_.append("Stages (wall seconds / peak RSS of the stage's process). train CPU = CPU seconds of the training "
+                  f"process and its loader workers per wall second (about {meta.get('machine', {}).get('cores', '?')} "
+                  "when it had the machine to itself; lower means other work took the cores and the fixed "
+                  "wall-clock budget bought less training). train img/s = completed epochs x train slices / "
+                  "training seconds (validation included; a partial last epoch is not counted):")
         L_.append("")
-        L_.append(_common.md_table(["recipe", "fold", "slices tr/va/te", "slice", "train", "precision",
-                                    "train img/s", "evaluate 2D", "infer-volume", "predict", "evaluate-volume"],
-                                   srows))
+        L_.append(_common.md_table(["recipe", "fold", "slices tr/va/te", "slice", "train", "train CPU",
+                                    "precision", "train img/s", "evaluate 2D", "infer-volume", "predict",
+                                    "evaluate-volume"], srows))
     failed = [r for r in report["runs"] if not r.get("ok")]
     if failed:
         L_.append("")

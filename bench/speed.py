@@ -771,8 +771,8 @@ def parse_args(argv=None):
     ap.add_argument("--recommended", default=str(DEFAULT_RECOMMENDED), help="the recommended config file (R)")
     ap.add_argument("--weights", default=None, help="trained weights for R (best.pt): makes the drift meaningful")
     ap.add_argument("--n-min", type=int, default=None, help="timed calls at least (default 3; quick 2)")
-    ap.add_argument("--t-floor", type=float, default=None, help="seconds per measurement at least (default 10; quick 3)")
-    ap.add_argument("--t-cap", type=float, default=None, help="seconds per measurement at most (default 30; quick 10)")
+    ap.add_argument("--t-floor", type=float, default=None, help="seconds per measurement at least (default 10; quick 2)")
+    ap.add_argument("--t-cap", type=float, default=None, help="seconds per measurement at most (default 30; quick 6)")
     ap.add_argument("--tf-timeout", type=float, default=1200.0)
     ap.add_argument("--drift-slices", type=int, default=None, help="phantom slices for the drift (default 16; quick 4)")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the 512x512xN volume run")
@@ -800,7 +800,7 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
-    for key, full, quick in (("n_min", 3, 2), ("t_floor", 10.0, 3.0), ("t_cap", 30.0, 10.0), ("drift_slices", 16, 4),
+    for key, full, quick in (("n_min", 3, 2), ("t_floor", 10.0, 2.0), ("t_cap", 30.0, 6.0), ("drift_slices", 16, 4),
                              ("slices", 200, 24), ("train_steps", 10, 4), ("rounds", 2, 1)):
         if getattr(args, key) is None:
             setattr(args, key, quick if q else full)

@@ -1,4 +1,4 @@
-"""Smoke tests of bench/quality.py's pipeline on tiny phantoms (the real-CT benchmark itself is `make bench-quality`)."""
+"""Smoke tests of bench/quality.py's pipeline on tiny phantoms (the real-CT run itself: `make bench-quality`)."""
 from __future__ import annotations
 
 import importlib.util

@@ -131,3 +131,29 @@ def test_stats_cli(tiny_project, capsys):
     assert out.exists()
     text = capsys.readouterr().out
     assert "train" in text and "test" in text
+
+
+def test_time_budget_stops_at_epoch_boundary(monkeypatch):
+    from flexunet.train.callbacks import TimeBudget
+
+    clock = [0.0]
+    cb = TimeBudget(minutes=1.0)
+    cb._clock = lambda: clock[0]
+
+    class T:
+        should_stop = False
+
+    t = T()
+    cb.on_train_start(t, None)
+    stops = []
+    for epoch_len in (20.0, 15.0, 18.0):
+        cb.on_train_epoch_start(t, None)
+        clock[0] += epoch_len
+        cb.on_train_epoch_end(t, None)
+        stops.append(t.should_stop)
+    # after 20 s: 20 + 20 <= 60 goes on; after 35 s: 35 + 20 <= 60 goes on; after 53 s: 53 + 20 > 60 stops
+    assert stops == [False, False, True]
+    t.should_stop = False
+    clock[0] = 76.0  # a runaway epoch: hard stop past 1.25x the budget
+    cb.on_train_batch_end(t, None, None, None, 0)
+    assert t.should_stop and cb.stopped_early

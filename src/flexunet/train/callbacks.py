@@ -262,6 +262,44 @@ class EpochChangeInfer(L.Callback):
             save_png_atomic(colorize(lab, self.cfg), path)
 
 
+class TimeBudget(L.Callback):
+    """``[train] max_time_minutes`` without wasting the last epoch.
+
+    Lightning's ``max_time`` stops in the middle of an epoch, whose work is then never validated.
+    This callback stops at an epoch boundary instead: after each epoch it estimates the next
+    epoch's duration (the longest so far, validation included) and stops when that would overrun
+    the budget.  A hard stop at 1.25x the budget guards against a runaway epoch.
+    """
+
+    def __init__(self, minutes: float):
+        import time
+
+        self._clock = time.monotonic
+        self.budget = minutes * 60.0
+        self.start: float | None = None
+        self.epoch_start: float | None = None
+        self.longest = 0.0
+        self.stopped_early = False
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = self._clock()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_start = self._clock()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None and self._clock() - self.start > 1.25 * self.budget:
+            self.stopped_early = True
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        now = self._clock()
+        if self.epoch_start is not None:
+            self.longest = max(self.longest, now - self.epoch_start)
+        if self.start is not None and now - self.start + self.longest > self.budget:
+            trainer.should_stop = True
+
+
 class BreakFile(L.Callback):
     """A file named ``break_training`` in the working folder (or the config's folder) stops training
     cleanly after the current epoch; the file is removed so the next run is not stopped."""

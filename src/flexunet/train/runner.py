@@ -60,7 +60,8 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
 
     from ..data.dataset2d import build_dataloader
     from ..infer.precision import trainer_precision
-    from .callbacks import AugmentState, BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint, SignalStop
+    from .callbacks import (AugmentState, BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint,
+                            SignalStop, TimeBudget)
     from .module import SegmentationModule
 
     _quiet_lightning()
@@ -104,6 +105,8 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
         callbacks.append(EpochChangeInfer(cfg))
     if not quiet:
         callbacks.append(L.pytorch.callbacks.TQDMProgressBar(leave=True))
+    if t.max_time_minutes:
+        callbacks.append(TimeBudget(t.max_time_minutes))
     callbacks.append(last)
 
     precision = trainer_precision(t.precision, t.accelerator)
@@ -120,7 +123,6 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
         enable_checkpointing=False,
         enable_progress_bar=not quiet,
         enable_model_summary=False,
-        max_time={"seconds": int(t.max_time_minutes * 60)} if t.max_time_minutes else None,
         limit_train_batches=t.max_steps_per_epoch if t.max_steps_per_epoch else 1.0,
         num_sanity_val_steps=0,
         deterministic=False,
