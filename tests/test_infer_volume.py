@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from flexunet.cli import main
-from flexunet.config import config_from_dict
 from flexunet.io.volumes import read_volume
 from flexunet.models import create_model
 from flexunet.train.checkpoint import save_weights

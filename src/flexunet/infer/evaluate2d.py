@@ -11,7 +11,6 @@ from ..errors import DataError
 
 
 def evaluate(cfg, weights: str | None = None, out_dir: str | None = None, quiet: bool = False) -> dict:
-    import numpy as np
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm

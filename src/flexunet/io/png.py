@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .trace import note_write
@@ -10,14 +9,9 @@ from .trace import note_write
 
 def save_png_atomic(img, path: str | os.PathLike) -> None:
     """Save a PIL image as PNG at ``path`` without ever leaving a half-written file there."""
+    from .atomic import atomic_temp_path
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_temp_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-        note_write(path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    note_write(path)

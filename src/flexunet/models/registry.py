@@ -79,6 +79,6 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[resolve_name(name)]
 
 
-def create_model(cfg) -> "torch.nn.Module":  # noqa: F821
-    """Build the model named by ``cfg.model`` (a :class:`~flexunet.config.schema.ModelConfig`)."""
+def create_model(cfg):
+    """Build the ``torch.nn.Module`` named by ``cfg.model`` (a :class:`~flexunet.config.schema.ModelConfig`)."""
     return get_entry(cfg.model).builder(cfg)

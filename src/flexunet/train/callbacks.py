@@ -10,28 +10,21 @@ import json
 import math
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import lightning as L
 
 from ..errors import TrainingAborted
+from ..io.atomic import atomic_save_bytes, atomic_save_text
 from ..io.trace import note_write
 from .checkpoint import save_weights
 
 
 def _atomic_text(path: Path, text: str) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        note_write(path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_save_text(path, text)
+    note_write(path)
 
 
 def _metric(trainer, key):
@@ -186,15 +179,7 @@ class EpochHistory(L.Callback):
         fig.savefig(buf, format="png")
         plt.close(fig)
         path = self.eval_dir / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.eval_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_save_bytes(path, buf.getvalue())
         note_write(path)
 
 

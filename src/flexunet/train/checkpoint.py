@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,20 +27,13 @@ def _meta(cfg) -> dict:
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     import torch
 
+    from ..io.atomic import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        note_write(path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
+    note_write(path)
 
 
 def save_weights(path: str | os.PathLike, model, cfg) -> None:

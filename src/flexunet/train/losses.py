@@ -29,7 +29,6 @@ LOSS_NAMES = tuple(LOSS_ALIASES)
 
 def build_loss(name: str):
     """Return a callable ``loss(logits, target_long) -> scalar``."""
-    import torch
     import torch.nn.functional as F
     from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 

@@ -56,7 +56,6 @@ def _check_writable(folder: str) -> None:
 def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     """Train; returns a summary dict (epochs run, best val_loss, paths, seconds)."""
     import lightning as L
-    import torch
 
     from ..data.dataset2d import build_dataloader
     from ..infer.precision import trainer_precision
