@@ -13,19 +13,27 @@ What it measures (all in one sitting, so the ratios are fair even when absolute 
      B plus BatchNorm), compared with TF's B;
 
    on the paths ``fp32`` (NCHW), ``fp32_cl`` (channels_last), ``bf16_cl`` (bf16 autocast + channels_last,
-   only where oneDNN reports native bf16: elsewhere bf16 is a 10-70x *slowdown*) and ``compile``
-   (``torch.compile`` of the best eager path, in a subprocess so a failure or a hang cannot stop the run).
-   The TF anchor runs for A and B in subprocesses in the same run (``--skip-tf`` skips it).
-2. Label drift of the faster paths against fp32 on phantom CT slices (:func:`label_agreement`, also used
+   only where the CPU has native bf16: elsewhere bf16 is a 10-70x *slowdown*), ``*_fused`` (BatchNorm
+   folded into the convolutions, inference only, R only) and ``torch.compile`` of the best eager path (in a
+   subprocess, so a failure or a hang cannot stop the run).  The paths of one config are timed in
+   interleaved rounds (``--rounds``), so a change of machine load hits all of them alike.  The TF anchor
+   runs for A and B in subprocesses in the same run (``--skip-tf`` skips it; ``--tf-repeats 2`` runs it
+   again after FlexUNet's runs and shows the spread).
+2. Threads: the best eager path of R in fresh processes with N threads, N threads and
+   ``OMP_WAIT_POLICY=PASSIVE``, and 1 thread (PyTorch's OpenMP threads spin while waiting, which costs
+   a lot when other processes compete for the cores; ``--omp-passive`` runs the whole benchmark so).
+3. Label drift of the faster paths against fp32 on phantom CT slices (:func:`label_agreement`, also used
    by ``bench/quality.py``).  With random weights the figure is only indicative; pass ``--weights``.
-3. End-to-end seconds to segment a 512x512x200 CT volume (NIfTI read + 2.5D slices + model + postprocess +
+4. End-to-end seconds to segment a 512x512x200 CT volume (NIfTI read + 2.5D slices + model + postprocess +
    NIfTI write, ``infer_volumes``) with fp32 and with ``auto`` precision, each in its own subprocess so its
    peak RSS is its own; the output's shape and affine are checked against the input.
-4. Peak RSS of training (``SegmentationModule`` + Lightning, batch 8, recommended config) per precision.
-5. A markdown table for the README (command and machine on top) and ``bench/results/speed.json``.
+5. Peak RSS of training (``SegmentationModule`` + Lightning, batch 8, recommended config) per precision.
+6. A markdown table for the README (command and machine on top), ``bench/results/speed.json`` and
+   ``bench/results/speed.md`` (``--report JSON`` prints the table of a saved run again).
 
-    .venv/bin/python bench/speed.py                 # full run, ~15-20 min on 2 cores
-    .venv/bin/python bench/speed.py --quick         # ~3 min smoke run (R and TF B, short loops)
+    .venv/bin/python bench/speed.py                 # full run, ~20 min on 2 busy cores
+    .venv/bin/python bench/speed.py --quick         # smoke run, ~3 min idle / ~6 min busy (R and TF B)
+    .venv/bin/python bench/speed.py --threads 1     # equal single threads: immune to OpenMP spinning
     .venv/bin/python bench/speed.py --skip-tf --configs R --weights models/best.pt
 """
 from __future__ import annotations
@@ -374,6 +382,34 @@ def measure_eager(cfg, base: torch.nn.Module, paths: list[str], timing: dict, ro
     return out
 
 
+def combine_tf_runs(runs: list[dict]) -> dict:
+    """Several tf_anchor.py runs of one config (before and after FlexUNet's runs): mean seconds per step
+    and per batch, the rates from them, the largest peak RSS, and the spread of the rates."""
+    ok = [r for r in runs if "train_img_s" in r]
+    if not ok:
+        return dict(runs[-1])
+    out = dict(ok[0])
+    if len(runs) == 1:
+        return out
+    for key, rate, batch in (("train_s_per_step", "train_img_s", TRAIN_BATCH),
+                             ("infer_s_per_batch", "infer_slices_s", INFER_BATCH)):
+        vals = [r[key] for r in ok if key in r]
+        if vals:
+            out[key] = round(sum(vals) / len(vals), 4)
+            out[rate] = round(batch / out[key], 4)
+            rates = [r[rate] for r in ok if rate in r]
+            out[f"{rate}_runs"] = rates
+            out[f"{rate}_spread"] = round(max(rates) / min(rates), 2)
+    for key in ("train_cpu_util", "infer_cpu_util"):
+        vals = [r[key] for r in ok if key in r]
+        if vals:
+            out[key] = round(sum(vals) / len(vals), 2)
+    out["train_peak_rss_mb"] = max(r.get("train_peak_rss_mb", 0) for r in ok)
+    out["runs"] = len(runs)
+    out["failed_runs"] = len(runs) - len(ok)
+    return out
+
+
 def run_tf_anchor(cfg_name: str, threads: int, timeout: float) -> dict:
     if not TF_ANCHOR.is_file():
         return {"skipped": f"{TF_ANCHOR} not found"}
@@ -398,56 +434,70 @@ def _worker_argv(args, kind: str, *extra: str) -> list[str]:
 
 
 def worker_compile(args) -> dict:
-    """torch.compile of the best eager path for ``--config-name``: compile time, infer and train rates
-    side by side with the same eager path, and label drift of the compiled model."""
+    """torch.compile of the best eager path for ``--config-name``: compile time, then infer and train rates
+    of the eager and the compiled model in interleaved rounds, and label drift of the compiled model."""
+    import torch._inductor.config as inductor_config
+
     cfg = bench_config(args.config_name, args.recommended)
     base = build_model(cfg, weights=args.weights if args.config_name == "R" else None)
     eager = "bf16_cl" if native_bf16() else "fp32_cl"
     cl, mode = PATHS[eager]
-    timing = dict(n_min=args.n_min, t_floor=args.t_floor, t_cap=args.t_cap)
-    res: dict = {"config": args.config_name, "eager_path": eager, "torch": torch.__version__}
+    rounds = max(1, args.rounds)
+    per = dict(n_min=max(1, -(-args.n_min // rounds)), t_floor=args.t_floor / rounds, t_cap=args.t_cap / rounds)
+    res: dict = {"config": args.config_name, "eager_path": eager, "torch": torch.__version__, "rounds": rounds}
     x = infer_input(cfg).contiguous(memory_format=torch.channels_last)
 
-    def softmax_of(m):
+    def softmax_of(m, grad_ctx):
         def f():
-            with _autocast(mode):
+            with grad_ctx(), _autocast(mode):
                 return torch.softmax(m(x).float(), 1)
         return f
 
-    # inference: eager, then compiled (freezing: weights folded and pre-packed), same input, same process
-    m_eager = copy.deepcopy(base).eval().to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        res["infer_eager"] = C.timed_loop(softmax_of(m_eager), items_per_call=INFER_BATCH, warmup=2, **timing)
-    del m_eager
+    # inference: compiled with freezing (weights folded and pre-packed for oneDNN; needs no_grad)
+    parts: dict = {"infer_eager": [], "infer_compiled": []}
     try:
-        m_c = _compiled(copy.deepcopy(base).eval().to(memory_format=torch.channels_last))
-        with torch.no_grad():
+        m_eager = copy.deepcopy(base).eval().to(memory_format=torch.channels_last)
+        fns = {"infer_eager": softmax_of(m_eager, torch.inference_mode)}
+        try:
+            m_c = _compiled(copy.deepcopy(base).eval().to(memory_format=torch.channels_last))
+            fns["infer_compiled"] = softmax_of(m_c, torch.no_grad)
             t0 = time.perf_counter()
-            softmax_of(m_c)()
+            fns["infer_compiled"]()
             res["infer_compile_s"] = round(time.perf_counter() - t0, 1)
-            res["infer_compiled"] = C.timed_loop(softmax_of(m_c), items_per_call=INFER_BATCH, warmup=1, **timing)
-        del m_c
+        except Exception as exc:
+            parts["infer_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
+            fns.pop("infer_compiled", None)
+        for r in range(rounds):
+            for key, fn in fns.items():
+                parts[key].append(C.timed_loop(fn, items_per_call=INFER_BATCH, warmup=2 if r == 0 else 1, **per))
+        m_eager = m_c = fns = None
     except Exception as exc:
-        res["infer_compiled"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
+        parts["infer_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
+    for key, pl in parts.items():
+        res[key] = pl[0] if pl and "error" in pl[0] else C.merge_loops(pl)
     print("PARTIAL " + json.dumps(res), flush=True)
-    # training
+    # training: compiled without freezing (parameters change)
+    parts = {"train_eager": [], "train_compiled": []}
     try:
-        step = make_train_step(copy.deepcopy(base), cfg, cl, mode)
-        res["train_eager"] = C.timed_loop(step, items_per_call=TRAIN_BATCH, warmup=2, **timing)
-        del step
-        import torch._inductor.config as inductor_config
-
         inductor_config.freezing = False
         torch._dynamo.reset()
-        m_t = copy.deepcopy(base)
-        step = make_train_step(torch.compile(m_t), cfg, cl, mode)
-        t0 = time.perf_counter()
-        step()
-        res["train_compile_s"] = round(time.perf_counter() - t0, 1)
-        res["train_compiled"] = C.timed_loop(step, items_per_call=TRAIN_BATCH, warmup=1, **timing)
-        del step, m_t
+        steps = {"train_eager": make_train_step(copy.deepcopy(base), cfg, cl, mode)}
+        try:
+            steps["train_compiled"] = make_train_step(torch.compile(copy.deepcopy(base)), cfg, cl, mode)
+            t0 = time.perf_counter()
+            steps["train_compiled"]()
+            res["train_compile_s"] = round(time.perf_counter() - t0, 1)
+        except Exception as exc:
+            parts["train_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
+            steps.pop("train_compiled", None)
+        for r in range(rounds):
+            for key, fn in steps.items():
+                parts[key].append(C.timed_loop(fn, items_per_call=TRAIN_BATCH, warmup=2 if r == 0 else 0, **per))
+        steps = None
     except Exception as exc:
-        res["train_compiled"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
+        parts["train_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
+    for key, pl in parts.items():
+        res[key] = pl[0] if pl and "error" in pl[0] else C.merge_loops(pl)
     print("PARTIAL " + json.dumps(res), flush=True)
     # drift of the compiled path (same phantom batch as the main process)
     if args.config_name == "R":
@@ -744,8 +794,16 @@ def report(results: dict) -> str:
         if "train_peak_rss_mb" in tfb:
             trow.append(["TF anchor B (batch 2, for scale)", tfb["train_peak_rss_mb"], tfb.get("train_img_s"), None])
         lines.append(C.md_table(["precision", "peak RSS MB", "train img/s", "in-memory data MB"], trow))
-    if results.get("notes"):
-        lines += [""] + [f"- {n}" for n in results["notes"]]
+    notes = list(results.get("notes") or [])
+    for tfn, tf in (results.get("tf") or {}).items():
+        for rate in ("train_img_s", "infer_slices_s"):
+            if tf.get(f"{rate}_runs"):
+                sp = tf[f"{rate}_spread"]
+                notes.append(f"TF {tfn} {rate} over {len(tf[f'{rate}_runs'])} runs: {tf[f'{rate}_runs']} "
+                             f"(max/min {sp})" + ("; the load changed a lot during the run: the ratios to TF "
+                                                  "are unreliable, rerun on a quiet machine" if sp > 1.3 else ""))
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 
@@ -764,7 +822,7 @@ def parse_args(argv=None):
                          "<path>_fused: BatchNorm folded into the convolutions, inference only, "
                          "configs with BatchNorm only")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="interleaved rounds over the eager paths (default 2; quick 1)")
+                    help="interleaved rounds over the paths compared in one process (default 3; quick 1)")
     ap.add_argument("--compile", default=None,
                     help="configs to try torch.compile on (default R; --quick: none; 'none' to skip)")
     ap.add_argument("--compile-timeout", type=float, default=900.0)
@@ -774,6 +832,10 @@ def parse_args(argv=None):
     ap.add_argument("--t-floor", type=float, default=None, help="seconds per measurement at least (default 10; quick 2)")
     ap.add_argument("--t-cap", type=float, default=None, help="seconds per measurement at most (default 30; quick 6)")
     ap.add_argument("--tf-timeout", type=float, default=1200.0)
+    ap.add_argument("--tf-repeats", type=int, default=1,
+                    help="runs of each TF anchor: the first before FlexUNet's runs of that config, the others "
+                         "after them; TF's figure is their mean and the report shows the spread (default 1; "
+                         "2 on a busy machine)")
     ap.add_argument("--drift-slices", type=int, default=None, help="phantom slices for the drift (default 16; quick 4)")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the 512x512xN volume run")
     ap.add_argument("--slices", type=int, default=None, help="slices of the e2e volume (default 200; quick 24)")
@@ -801,7 +863,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     q = args.quick
     for key, full, quick in (("n_min", 3, 2), ("t_floor", 10.0, 2.0), ("t_cap", 30.0, 6.0), ("drift_slices", 16, 4),
-                             ("slices", 200, 24), ("train_steps", 10, 4), ("rounds", 2, 1)):
+                             ("slices", 200, 24), ("train_steps", 10, 4), ("rounds", 3, 1)):
         if getattr(args, key) is None:
             setattr(args, key, quick if q else full)
     if args.configs is None:
@@ -854,18 +916,28 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     # 1. TF anchor (subprocesses) and eager paths, config by config
+    tf_runs: dict[str, list] = {}
+    last_user = {TF_FOR[n]: n for n in configs}  # the TF anchor's repeats run after its last user
+
+    def tf_run(tf_name: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.0f} s] TF anchor {tf_name} (run {len(tf_runs[tf_name]) + 1}/"
+              f"{args.tf_repeats}) ...", flush=True)
+        tf = run_tf_anchor(tf_name, args.threads, args.tf_timeout)
+        tf["load_average"] = C.load_average()
+        tf_runs[tf_name].append(tf)
+        results["tf"][tf_name] = combine_tf_runs(tf_runs[tf_name])
+        print(f"    TF {tf_name}: train {tf.get('train_img_s')} img/s, infer {tf.get('infer_slices_s')} "
+              f"slices/s {tf.get('error') or tf.get('skipped') or ''}", flush=True)
+        save()
+
     for name in configs:
         tf_name = TF_FOR[name]
         if tf_name not in results["tf"]:
             if args.skip_tf:
                 results["tf"][tf_name] = {"skipped": "--skip-tf"}
-            elif tf_name in configs or name == "R":
-                print(f"[{time.perf_counter() - t_start:6.0f} s] TF anchor {tf_name} ...", flush=True)
-                results["tf"][tf_name] = run_tf_anchor(tf_name, args.threads, args.tf_timeout)
-                tf = results["tf"][tf_name]
-                print(f"    TF {tf_name}: train {tf.get('train_img_s')} img/s, infer {tf.get('infer_slices_s')} "
-                      f"slices/s {tf.get('error') or tf.get('skipped') or ''}", flush=True)
-                save()
+            else:
+                tf_runs[tf_name] = []
+                tf_run(tf_name)
         cfg = bench_config(name, args.recommended)
         base = build_model(cfg, weights=args.weights if name == "R" else None)
         nparams = sum(p.numel() for p in base.parameters())
@@ -892,6 +964,11 @@ def main(argv=None) -> int:
         results["configs"][name]["paths"] = {p: results["configs"][name]["paths"][p] for p in paths
                                              if p in results["configs"][name]["paths"]}
         save()
+        results["configs"][name]["load_average_after"] = C.load_average()
+        for tf_name, user in last_user.items():
+            if user == name and tf_name in tf_runs:
+                while len(tf_runs[tf_name]) < args.tf_repeats:
+                    tf_run(tf_name)
         # 2. drift on phantom slices (R only: the model people will run)
         if name == "R":
             batch, truth = realistic_batch(cfg, n=args.drift_slices)
@@ -911,7 +988,8 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - t_start:6.0f} s] torch.compile {name} (subprocess) ...", flush=True)
         res = C.run_result_subprocess(_worker_argv(args, "compile", "--config-name", name, "--n-min", str(args.n_min),
                                                    "--t-floor", str(args.t_floor), "--t-cap", str(args.t_cap),
-                                                   "--drift-slices", str(args.drift_slices)),
+                                                   "--drift-slices", str(args.drift_slices),
+                                                   "--rounds", str(args.rounds)),
                                       timeout=args.compile_timeout)
         if "error" in res and "partial" in res:
             res = {**res["partial"], "error": res["error"]}
@@ -934,13 +1012,14 @@ def main(argv=None) -> int:
             variants.append(("1 thread", 1, {"OMP_WAIT_POLICY": None}))
         results["threads_cmp"] = {"config": name, "path": path, "variants": {}}
         tparts: dict = {v[0]: {"train": [], "infer": []} for v in variants}
-        for r in range(args.rounds):
+        t_rounds = min(args.rounds, 2)
+        for r in range(t_rounds):
             for label, nthr, env in variants:
                 print(f"[{time.perf_counter() - t_start:6.0f} s] {name} {path} {label} (subprocess, round "
-                      f"{r + 1}/{args.rounds}) ...", flush=True)
+                      f"{r + 1}/{t_rounds}) ...", flush=True)
                 argv = _worker_argv(args, "loop", "--config-name", name, "--loop-path", path, "--n-min",
-                                    str(args.n_min), "--t-floor", str(args.t_floor / args.rounds), "--t-cap",
-                                    str(args.t_cap / args.rounds))
+                                    str(max(1, -(-args.n_min // t_rounds))), "--t-floor",
+                                    str(args.t_floor / t_rounds), "--t-cap", str(args.t_cap / t_rounds))
                 argv[argv.index("--threads") + 1] = str(nthr)
                 res = C.run_result_subprocess(argv, timeout=900, env=env)
                 for ph in ("train", "infer"):

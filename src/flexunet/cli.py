@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = [a for a in argv if a in ("--debug", "--quiet")]
     rest = [a for a in argv if a not in ("--debug", "--quiet")]
     args = build_parser().parse_args(flags + rest)
+    # PyTorch's OpenMP threads spin while they wait; on a small machine shared with DataLoader
+    # workers or other jobs a spinning thread steals its partner's core (bench/speed.py measured
+    # inference 3.5x faster with PASSIVE under such load). Must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .errors import FlexUNetError, TrainingAborted, one_line, unwrap_worker_error
 
     if not args.debug:

