@@ -310,8 +310,10 @@ class BreakFile(L.Callback):
 class SignalStop(L.Callback):
     """SIGINT/SIGTERM: stop with a resumable ``last.ckpt`` and exit non-zero (the runner raises TrainingAborted).
 
-    * during a training batch: the batch finishes, ``last.ckpt`` is saved mid-epoch and training stops
-      (resumable: the run continues that epoch's remaining batches, not bit-exact);
+    * during a training batch: the batch finishes and training stops; ``last.ckpt`` of the last
+      finished epoch is kept, so ``--resume`` redoes the interrupted epoch exactly (Lightning cannot
+      resume the middle of an epoch faithfully: it skips the rest of it).  Only when no epoch has
+      finished yet is a mid-epoch ``last.ckpt`` written, so there is something to resume;
     * during validation or at the end of an epoch: the epoch finishes, ``last.ckpt`` of that epoch is
       written as usual and training stops (exact resume).
 
@@ -363,8 +365,11 @@ class SignalStop(L.Callback):
         if self.received is None or self.saved:
             return
         self.where = f"at epoch {trainer.current_epoch}, step {batch_idx}"
-        self.last.save(trainer)
-        self.saved = "mid-epoch"
+        if not self.last.path.exists():
+            self.last.save(trainer)
+            self.saved = "mid-epoch"
+        else:
+            self.saved = "kept"
         self.restore()
         raise TrainingAborted(self.message())
 
