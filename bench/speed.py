@@ -123,20 +123,10 @@ def has_batchnorm(model: torch.nn.Module) -> bool:
 
 
 def fuse_conv_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into that
-    convolution (``torch.nn.utils.fusion.fuse_conv_bn_eval``); the BatchNorm becomes ``Identity``.
-    Same function in fp32 up to rounding, one memory pass less per layer.  Changes ``model`` in place."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    """BatchNorm folded into the preceding convolutions, in place (the predictor's own folding)."""
+    from flexunet.infer.predictor import fold_batchnorm
 
-    model.eval()
-    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = torch.nn.Identity()
-    return model
+    return fold_batchnorm(model)
 
 
 def _autocast(mode: str):
