@@ -158,18 +158,19 @@ def _discover_lits(src: Path) -> list[_Case]:
     segs = _index_files(src, _LITS_SEG, "segmentation")
     if not vols:
         raise DataError(f"{src}: holds no volume-N.nii[.gz] files; expected the LiTS/Kaggle layout")
-    missing = sorted(set(vols) - set(segs))
+    return _paired_cases(vols, segs, "lits", lambda n, k: (
+        f"{vols[n]}: has no segmentation-{n}.nii[.gz] under {src} ({k} volumes unpaired); "
+        "expected one segmentation per volume"))
+
+
+def _paired_cases(images: dict, labels: dict, prefix: str, unpaired_message) -> list[_Case]:
+    """Cases ``<prefix>_<n>`` from image and label files indexed by case number; an image without
+    a label is a DataError worded by ``unpaired_message(n, count)``."""
+    missing = sorted(set(images) - set(labels))
     if missing:
-        n = missing[0]
-        raise DataError(
-            f"{vols[n]}: has no segmentation-{n}.nii[.gz] under {src} ({len(missing)} volumes unpaired); "
-            "expected one segmentation per volume"
-        )
-    cases = []
-    for n in sorted(vols):
-        cid = f"lits_{n}"
-        cases.append(_Case(cid, f"{vols[n]} + {segs[n]}", _nifti_pair_loader(vols[n], segs[n], cid)))
-    return cases
+        raise DataError(unpaired_message(missing[0], len(missing)))
+    return [_Case(f"{prefix}_{n}", f"{images[n]} + {labels[n]}",
+                  _nifti_pair_loader(images[n], labels[n], f"{prefix}_{n}")) for n in sorted(images)]
 
 
 # --------------------------------------------------------------------------- MSD
@@ -216,18 +217,9 @@ def _discover_msd(src: Path) -> list[_Case]:
     images, labels = index(task / "imagesTr"), index(task / "labelsTr")
     if not images:
         raise DataError(f"{task / 'imagesTr'}: holds no liver_N.nii.gz files; expected MSD Task03_Liver images")
-    missing = sorted(set(images) - set(labels))
-    if missing:
-        n = missing[0]
-        raise DataError(
-            f"{images[n]}: has no {task / 'labelsTr'}/liver_{n}.nii.gz ({len(missing)} images unpaired); "
-            "expected one label per training image"
-        )
-    cases = []
-    for n in sorted(images):
-        cid = f"msd_{n}"
-        cases.append(_Case(cid, f"{images[n]} + {labels[n]}", _nifti_pair_loader(images[n], labels[n], cid)))
-    return cases
+    return _paired_cases(images, labels, "msd", lambda n, k: (
+        f"{images[n]}: has no {task / 'labelsTr'}/liver_{n}.nii.gz ({k} images unpaired); "
+        "expected one label per training image"))
 
 
 # --------------------------------------------------------------------------- IRCADb
