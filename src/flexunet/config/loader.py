@@ -254,6 +254,12 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size >= 1, f"{src}: [train] batch_size = {t.batch_size}: expected >= 1")
     _check(t.num_workers >= 0, f"{src}: [train] num_workers = {t.num_workers}: expected >= 0")
     _check(0 < t.reducer_factor < 1, f"{src}: [train] reducer_factor = {t.reducer_factor}: expected in (0, 1)")
+    _check(t.oversample_class is None or (isinstance(t.oversample_class, int) and not isinstance(t.oversample_class, bool)
+                                          and 0 < t.oversample_class < m.num_classes),
+           f"{src}: [train] oversample_class = {t.oversample_class!r}: expected None or a foreground class id "
+           f"1..{m.num_classes - 1}")
+    _check(0 < t.oversample_fraction < 1,
+           f"{src}: [train] oversample_fraction = {t.oversample_fraction}: expected in (0, 1)")
     _check(t.precision in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16", "64"),
            f"{src}: [train] precision = {t.precision!r}: expected auto, 32, bf16-mixed or 16-mixed")
     _check(not cfg.mask.class_names or len(cfg.mask.class_names) == m.num_classes,

@@ -82,6 +82,10 @@ class TrainConfig:
     max_time_minutes: Optional[float] = _f(None, "Training time budget: stops at the epoch boundary that keeps within it.")
     max_steps_per_epoch: Optional[int] = _f(None, "Cap the training batches per epoch.")
     channels_last: bool = _f(True, "Use channels_last memory format.")
+    oversample_class: Optional[int] = _f(None, "Class id whose slices are drawn more often (nnU-Net-style "
+                                               "foreground oversampling), e.g. 2 for tumour; None: plain shuffle.")
+    oversample_fraction: float = _f(0.33, "Expected share of each epoch's training samples that contain "
+                                          "oversample_class (only raises the natural share, never lowers it).")
 
 
 @dataclass(frozen=True)

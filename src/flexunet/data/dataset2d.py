@@ -80,12 +80,13 @@ class SliceDataset(Dataset):
 
 
 def build_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
-                     drop_last: bool = False) -> DataLoader:
+                     drop_last: bool = False, sampler=None) -> DataLoader:
     """A DataLoader with persistent workers when ``num_workers > 0`` and no pinned memory.
 
     ``worker_init_fn`` is left unset so Lightning can install its own seeding
-    (``seed_everything(workers=True)``).
+    (``seed_everything(workers=True)``).  A ``sampler`` replaces ``shuffle``.
     """
     num_workers = max(int(num_workers), 0)
-    return DataLoader(dataset, batch_size=int(batch_size), shuffle=bool(shuffle), num_workers=num_workers,
+    return DataLoader(dataset, batch_size=int(batch_size), shuffle=bool(shuffle) and sampler is None,
+                      sampler=sampler, num_workers=num_workers,
                       drop_last=bool(drop_last), pin_memory=False, persistent_workers=num_workers > 0)

@@ -77,7 +77,13 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
 
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_ds, valid_ds = build_datasets(cfg)
-    train_dl = build_dataloader(train_ds, t.batch_size, shuffle=True, num_workers=t.num_workers, drop_last=False)
+    from ..data.sampling import build_sampler
+
+    sampler, sampler_msg = build_sampler(train_ds, t.oversample_class, t.oversample_fraction, t.seed)
+    if sampler_msg and not quiet:
+        print(sampler_msg)
+    train_dl = build_dataloader(train_ds, t.batch_size, shuffle=True, num_workers=t.num_workers, drop_last=False,
+                                sampler=sampler)
     valid_dl = build_dataloader(valid_ds, t.batch_size, shuffle=False, num_workers=t.num_workers)
     module = SegmentationModule(cfg)
     from .checkpoint import load_weights_into
