@@ -27,3 +27,19 @@ def test_config_naming_model_trains_one_step(zoo_project, name):
                "--set", f"train.eval_dir='{zoo_project / ('eval_' + name)}'"])
     assert rc == 0
     assert (model_dir / "best.pt").exists()
+
+
+@pytest.mark.parametrize("flops", [True, False])
+def test_models_command_lists_every_registered_model(tiny_project, capsys, flops):
+    from flexunet.cli import main
+    from flexunet.models import list_models
+
+    argv = ["models", "--config", str(tiny_project / "train_eval_infer.config"), "--size", "128"]
+    rc = main(argv + ([] if flops else ["--no-flops"]))
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert set(rows) == {e.name for e in list_models()}
+    unet = rows["TensorFlowFlexUNet"].split()
+    assert "error" not in rows["TensorFlowFlexUNet"]
+    assert (unet[-1] != "-") == flops      # GFLOPs column filled only when counted

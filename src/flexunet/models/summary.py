@@ -52,7 +52,7 @@ def gflops(model: nn.Module, in_shape: Sequence[int]) -> float:
 
 
 def models_table(cfg_model, size: int = 512, names: Iterable[str] | None = None,
-                 measure: Callable[[nn.Module, object], dict] | None = None) -> list[dict]:
+                 measure: Callable[[nn.Module, object], dict] | None = None, flops: bool = True) -> list[dict]:
     """One row per registered model (or per name in ``names``), built from ``cfg_model`` at ``size x size``.
 
     ``cfg_model`` is a :class:`~flexunet.config.schema.ModelConfig`; its ``model``,
@@ -60,7 +60,8 @@ def models_table(cfg_model, size: int = 512, names: Iterable[str] | None = None,
     ``{"name", "aliases", "params", "gflops", "error"}`` plus what
     ``measure(model, cfg)`` returns (e.g. a latency).  A model that cannot be
     built or run at this size keeps ``None`` values and the one-line reason in
-    ``error`` (``None`` otherwise); the table goes on.
+    ``error`` (``None`` otherwise); the table goes on.  ``flops=False`` skips the
+    GFLOPs count (a forward pass per model).
     """
     entries = list_models() if names is None else [get_entry(n) for n in names]
     rows = []
@@ -73,7 +74,8 @@ def models_table(cfg_model, size: int = 512, names: Iterable[str] | None = None,
             torch.manual_seed(0)
             model = create_model(cfg)
             row["params"] = count_parameters(model)
-            row["gflops"] = gflops(model, (1, cfg.image_channels, size, size))
+            if flops:
+                row["gflops"] = gflops(model, (1, cfg.image_channels, size, size))
             if measure is not None:
                 row.update(measure(model, cfg))
             del model
@@ -100,7 +102,8 @@ def format_models_table(rows: list[dict], extra: Sequence[str] = ()) -> str:
     for r in rows:
         ok = not r.get("error")
         body.append([r["name"], ", ".join(r["aliases"]),
-                     f"{r['params']:,}" if ok else "-", f"{r['gflops']:.2f}" if ok else "-",
+                     f"{r['params']:,}" if ok else "-",
+                     f"{r['gflops']:.2f}" if ok and r.get("gflops") is not None else "-",
                      *(_fmt(r.get(k)) if ok else "-" for k in extra)])
         notes.append("" if ok else f"error: {r['error']}")
     widths = [max(len(c[i]) for c in [headers, *body]) for i in range(len(headers))]
