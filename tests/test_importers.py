@@ -325,3 +325,52 @@ def test_real_ircadb_patient1_liver_label_by_geometry(tmp_path):
     # aligned by geometry: ~110 +- 25 HU; by array index alone it would be ~49 +- 242
     assert 90 < inside.mean() < 130, inside.mean()
     assert inside.std() < 40, inside.std()
+
+
+def test_import_mrc_with_axcodes_and_spacing_through_the_cli(tmp_path):
+    """LiTS 117's crop has its axes S, L, P: --axcodes SLP makes the canonical volume RAS with axial slices."""
+    import mrcfile
+
+    from flexunet.cli import main
+    from flexunet.io.volumes import read_volume, to_canonical
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 100, (6, 5, 4)).astype(np.float32)  # (x, y, z) = (S, L, P) axes
+    lab = (arr > 50).astype(np.uint16)
+    src = tmp_path / "data"
+    src.mkdir()
+    with mrcfile.new(src / "img_117.mrc") as m:
+        m.set_data(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    with mrcfile.new(src / "lab_117.mrc") as m:
+        m.set_data(np.ascontiguousarray(lab.transpose(2, 1, 0)))
+    dst = tmp_path / "out"
+    assert main(["import", "mrc", str(src), str(dst), "--axcodes", "slp", "--spacing", "1.45"]) == 0
+    row = rows_by_id(dst / "manifest.csv")["mrc_117"]
+    assert "axes SLP as given" in row["notes"]
+    img = nib.load(dst / row["image"])
+    assert nib.aff2axcodes(img.affine) == ("S", "L", "P")
+    assert np.allclose(np.abs(img.affine[:3, :3]).sum(0), 1.45)
+    can, _ = to_canonical(read_volume(dst / row["image"]))
+    # RAS: axis 0 = R (flipped L = original axis 1), axis 1 = A (flipped P = axis 2), axis 2 = S (axis 0)
+    assert np.array_equal(can.array, arr.transpose(1, 2, 0)[::-1, ::-1, :])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--axcodes", "SLX"], "--axcodes 'SLX': expected three letters"),
+    (["--axcodes", "SSP"], "--axcodes 'SSP': expected three letters"),
+])
+def test_import_rejects_bad_axcodes(tmp_path, capsys, argv, needle):
+    from flexunet.cli import main
+
+    (tmp_path / "data").mkdir()
+    assert main(["import", "mrc", str(tmp_path / "data"), str(tmp_path / "out"), *argv]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_refuses_mrc_options_for_other_formats(tmp_path, capsys):
+    from flexunet.cli import main
+
+    (tmp_path / "data").mkdir()
+    assert main(["import", "lits", str(tmp_path / "data"), str(tmp_path / "out"), "--axcodes", "SLP"]) == 2
+    assert "apply to the mrc format only" in capsys.readouterr().err

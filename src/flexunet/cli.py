@@ -64,10 +64,21 @@ def cmd_stats(args):
     run_stats(args.dataset_dir, cfg, out)
 
 
+def _spacing_arg(text: str):
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 3) or not all(v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number or three, e.g. 1.45 or 0.8,0.8,2.5")
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
 def cmd_import(args):
     from .data.importers import import_dataset
 
-    manifest = import_dataset(args.format, args.src, args.dst, progress=not args.quiet)
+    manifest = import_dataset(args.format, args.src, args.dst, progress=not args.quiet,
+                              mrc_spacing=args.spacing, mrc_axcodes=args.axcodes)
     print(f"wrote {manifest}")
 
 
@@ -168,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("format", choices=["lits", "kaggle", "msd", "ircadb", "mrc"])
     sp.add_argument("src")
     sp.add_argument("dst")
+    sp.add_argument("--spacing", type=_spacing_arg, default=None, metavar="MM",
+                    help="mrc: voxel size in mm when the header has none (one number or X,Y,Z)")
+    sp.add_argument("--axcodes", default=None, metavar="XYZ",
+                    help="mrc: where the array axes point, e.g. SLP (default RAS; MRC has no orientation)")
     sp.set_defaults(func=cmd_import)
 
     sp = sub.add_parser("phantom", help="generate synthetic abdominal CT cases (NIfTI, labels 0/1/2)")

@@ -366,7 +366,7 @@ _MRC_IMG = re.compile(r"^img_(\d+)\.mrc$", re.IGNORECASE)
 _MRC_LAB = re.compile(r"^lab_(\d+)\.mrc$", re.IGNORECASE)
 
 
-def _discover_mrc(src: Path, spacing=None) -> list[_Case]:
+def _discover_mrc(src: Path, spacing=None, axcodes=None) -> list[_Case]:
     if src.is_file():
         src = src.parent
     imgs = _index_files(src, _MRC_IMG, "img")
@@ -380,8 +380,8 @@ def _discover_mrc(src: Path, spacing=None) -> list[_Case]:
 
     def loader(ip: Path, lp: Path, cid: str):
         def load():
-            image = read_volume(ip, spacing=spacing)
-            label = read_mrc(lp, spacing=spacing, label=True)
+            image = read_mrc(ip, spacing=spacing, axcodes=axcodes)
+            label = read_mrc(lp, spacing=spacing, label=True, axcodes=axcodes)
             image, lab = _pair_image_label(image, label, cid)
             notes = []
             try:
@@ -394,6 +394,8 @@ def _discover_mrc(src: Path, spacing=None) -> list[_Case]:
                     "MRC header has no voxel size; "
                     + (f"spacing {spacing} mm given" if spacing is not None else "1 mm assumed")
                 )
+            notes.append(f"axes {axcodes.upper()} as given" if axcodes else
+                         "MRC has no orientation: array axes taken as RAS (use --axcodes if they are not)")
             return image, lab, notes
 
         return load
@@ -442,7 +444,7 @@ def _write_manifest(dst: Path, rows: list[dict[str, str]]) -> Path:
 # --------------------------------------------------------------------------- entry point
 
 
-def _discover(fmt: str, src: Path, mrc_spacing) -> list[_Case]:
+def _discover(fmt: str, src: Path, mrc_spacing, mrc_axcodes=None) -> list[_Case]:
     if fmt in ("lits", "kaggle"):
         return _discover_lits(src)
     if fmt == "msd":
@@ -450,16 +452,17 @@ def _discover(fmt: str, src: Path, mrc_spacing) -> list[_Case]:
     if fmt == "ircadb":
         return _discover_ircadb(src)
     if fmt == "mrc":
-        return _discover_mrc(src, mrc_spacing)
+        return _discover_mrc(src, mrc_spacing, mrc_axcodes)
     raise DataError(f"import format {fmt!r}: unknown; expected one of {', '.join(FORMATS)}")
 
 
-def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=None) -> Path:
+def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=None, mrc_axcodes=None) -> Path:
     """Import the data set at ``src`` (layout ``fmt``) into ``dst``; return the manifest path.
 
     See the module docstring for layouts and output.  ``mrc_spacing`` (mm, a
     number or 3 numbers) is used for MRC files whose header has no voxel
-    size (default 1 mm).  ``progress`` prints one line per case to stderr.
+    size (default 1 mm); ``mrc_axcodes`` (e.g. ``"SLP"``) says where the MRC
+    array axes point (default RAS).  ``progress`` prints one line per case to stderr.
     """
     fmt_key = str(fmt).strip().lower()
     if fmt_key not in FORMATS:
@@ -471,7 +474,14 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
         raise DataError(f"{dst_p}: exists and is not a folder; expected an output directory")
     if dst_p.exists() and src_p.is_dir() and dst_p.resolve() == src_p.resolve():
         raise DataError(f"{dst_p}: output folder is the source folder; expected a separate output directory")
-    cases = _discover(fmt_key, src_p, mrc_spacing)
+    if fmt_key != "mrc" and (mrc_spacing is not None or mrc_axcodes is not None):
+        raise DataError(f"import {fmt_key}: --spacing and --axcodes apply to the mrc format only; expected them "
+                        "unset (NIfTI and DICOM carry their own geometry)")
+    if mrc_axcodes is not None:
+        from ..io.volumes import axcodes_affine
+
+        axcodes_affine(mrc_axcodes, (1, 1, 1), where="--axcodes")  # refuse a bad value before reading
+    cases = _discover(fmt_key, src_p, mrc_spacing, mrc_axcodes)
     dst_p.mkdir(parents=True, exist_ok=True)
     manifest = dst_p / "manifest.csv"
     if manifest.exists():

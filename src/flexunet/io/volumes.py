@@ -650,7 +650,28 @@ def _drop_pixels(ds) -> None:
 # --------------------------------------------------------------------------- MRC
 
 
-def read_mrc(path: str | os.PathLike, spacing=None, *, label: bool = False) -> Volume:
+_AXCODE_WORLD = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+
+
+def axcodes_affine(axcodes: str, sizes, origin=None, where: str = "axcodes") -> np.ndarray:
+    """The 4x4 affine of an array whose axes point along ``axcodes`` (e.g. ``"SLP"``: axis 0 towards
+    superior, axis 1 towards the patient's left, axis 2 towards posterior), voxel ``sizes`` in mm."""
+    codes = str(axcodes).strip().upper()
+    worlds = [(_AXCODE_WORLD.get(c) or (None, 0))[0] for c in codes]
+    if len(codes) != 3 or None in worlds or sorted(worlds) != [0, 1, 2]:
+        raise DataError(f"{where} {axcodes!r}: expected three letters, one of R/L, one of A/P and one of S/I "
+                        "(e.g. RAS or SLP)")
+    aff = np.eye(4)
+    aff[:3, :3] = 0.0
+    for i, c in enumerate(codes):
+        w, sign = _AXCODE_WORLD[c]
+        aff[w, i] = sign * float(sizes[i])
+    if origin is not None:
+        aff[:3, 3] = origin
+    return aff
+
+
+def read_mrc(path: str | os.PathLike, spacing=None, *, label: bool = False, axcodes: str | None = None) -> Volume:
     """Read an MRC/CCP4 map (also .mrc.gz) with mrcfile.
 
     mrcfile returns ``data[section, row, column]`` = ``(z, y, x)`` for the
@@ -659,8 +680,10 @@ def read_mrc(path: str | os.PathLike, spacing=None, *, label: bool = False) -> V
     header's ``voxel_size`` when non-zero, else ``spacing`` (a number or a
     3-sequence in mm), else 1 mm.  The header's numbers are taken as
     millimetres (MRC nominally uses ångström; CT tools that write MRC, such as
-    the LiTS-117 package, store mm or nothing).  The affine is diagonal (axis
-    directions taken as RAS) with the header ``origin`` as translation.
+    the LiTS-117 package, store mm or nothing).  MRC has no patient
+    orientation: the affine is diagonal (axis directions taken as RAS) with the
+    header ``origin`` as translation, unless ``axcodes`` names where the
+    (x, y, z) axes point, e.g. ``"SLP"`` for the LiTS-117 crop.
     """
     import mrcfile
 
@@ -696,9 +719,8 @@ def read_mrc(path: str | os.PathLike, spacing=None, *, label: bool = False) -> V
             raise DataError(f"{p}: spacing {spacing!r}; expected positive voxel sizes in mm")
     good = np.isfinite(voxel) & (voxel > 0)
     sizes = np.where(good, voxel, fallback)
-    aff = np.diag([*sizes, 1.0])
-    if np.all(np.isfinite(origin)):
-        aff[:3, 3] = origin
+    aff = axcodes_affine(axcodes or "RAS", sizes, origin if np.all(np.isfinite(origin)) else None,
+                         where=f"{p}: axcodes")
     if label:
         arr = _as_label_array(arr, str(p))
     else:
