@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # 2 cores: keep BLAS from oversubscribing pytest workers
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-augment bench-memory clean
+.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ bench-quality: $(STAMP)
 
 bench-models: $(STAMP)
 	$(BIN)/python bench/models.py
+
+bench-zoo-quality: $(STAMP)
+	$(BIN)/python bench/zoo_quality.py
 
 bench-augment: $(STAMP)
 	$(BIN)/python bench/augment_speed.py

@@ -105,3 +105,22 @@ def test_pipeline_on_phantoms_subprocess(quality, tmp_path):
     st = report["runs"][0]["stages"]
     assert st["train"]["peak_rss_mb"] > 50
     assert "GB" in (out / "quality.md").read_text()
+
+
+def test_zoo_quality_table_lists_each_model_with_its_outcome():
+    spec = importlib.util.spec_from_file_location("bench_zoo_quality", BENCH / "zoo_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    case = {"liver": {"dice": 0.9123, "hd95_mm": 12.34}, "tumour": {"dice": 0.4567}}
+    report = {"meta": {"command": "python bench/zoo_quality.py --minutes 3", "wall_minutes": 7.0},
+              "minutes": 3.0, "fold": {"name": "T", "train": ["ircadb_1", "lits_117"], "test": ["ircadb_17"]},
+              "runs": [{"model": "TensorFlowFlexUNet", "params": 1234567, "ok": True,
+                        "train": {"history_epochs": 5}, "cases": {"ircadb_17": case}},
+                       {"model": "TensorFlowFlexSwinUNet", "params": None, "ok": False, "error": "boom"}]}
+    text = mod.render(report)
+    rows = [line for line in text.splitlines() if line.startswith("| TensorFlow")]
+    assert len(rows) == 2
+    assert "1,234,567" in rows[0] and "| 5 |" in rows[0] and "0.912" in rows[0] and "0.457" in rows[0]
+    assert "12.3" in rows[0]
+    assert "failed: boom" in rows[1]
+    assert "3 min of training per model" in text and "held out ircadb_17" in text
