@@ -10,6 +10,9 @@ run at ``--size`` are listed with the reason.
 
     python bench/models.py --size 512 --threads 2 --repeats 3
     python bench/models.py --size 256 --only unet,u2net,swin_unet
+
+When ``bench/zoo_quality.py`` has run, its per-model liver and tumour Dice on the held-out real
+patient (same short training budget for every model) are added as two more columns.
 """
 from __future__ import annotations
 
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-layers", type=int, default=5, help="[model] num_layers, default 5")
     parser.add_argument("--channels", type=int, default=3, choices=(1, 3), help="[model] image_channels, default 3")
     parser.add_argument("--classes", type=int, default=3, help="[model] num_classes, default 3")
+    parser.add_argument("--dice-from", default=str(Path(__file__).resolve().parent / "results" / "zoo_quality"
+                                                   / "zoo_quality.json"),
+                        help="bench/zoo_quality.py's JSON, whose real-CT Dice per model is added as columns "
+                             "(default bench/results/zoo_quality/zoo_quality.json; '' to leave them out)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -92,9 +99,36 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(f"--only: {exc}")
     rows = models_table(cfg, size=args.size, names=names, measure=measure)
+    extra = [LATENCY, CPU_USE]
+    dice = zoo_dice(Path(args.dice_from)) if args.dice_from else {}
+    if dice:
+        label = f"({dice.pop('_minutes'):g} min)"
+        for r in rows:
+            d = dice.get(r["name"], {})
+            r[f"liver Dice {label}"], r[f"tumour Dice {label}"] = d.get("liver"), d.get("tumour")
+        extra += [f"liver Dice {label}", f"tumour Dice {label}"]
+        print(f"Dice: held-out IRCADb patient 17 after the same short training per model, from {args.dice_from} "
+              "(bench/zoo_quality.py)")
     print()
-    print(format_models_table(rows, extra=(LATENCY, CPU_USE)))
+    print(format_models_table(rows, extra=tuple(extra)))
     return 0
+
+
+def zoo_dice(path: Path) -> dict:
+    """``{model: {"liver", "tumour"}}`` per-case Dice from bench/zoo_quality.py's JSON (empty when absent)."""
+    import json
+
+    if not path.exists():
+        print(f"(no {path}: run bench/zoo_quality.py for the Dice columns)")
+        return {}
+    report = json.loads(path.read_text())
+    out: dict = {"_minutes": float(report.get("minutes", 0))}
+    for r in report.get("runs", []):
+        case = next(iter((r.get("cases") or {}).values()), None) if r.get("ok") else None
+        if case:
+            out[r["model"]] = {"liver": case["liver"]["dice"],
+                               "tumour": case["tumour"]["dice"] if case.get("tumour") else None}
+    return out
 
 
 if __name__ == "__main__":

@@ -124,3 +124,23 @@ def test_zoo_quality_table_lists_each_model_with_its_outcome():
     assert "12.3" in rows[0]
     assert "failed: boom" in rows[1]
     assert "3 min of training per model" in text and "held out ircadb_17" in text
+
+
+def test_models_bench_adds_the_zoo_dice_columns(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_models", BENCH / "models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    case = {"liver": {"dice": 0.8766}, "tumour": {"dice": 0.4321}}
+    (tmp_path / "z.json").write_text(json.dumps({"minutes": 3.0, "runs": [
+        {"model": "TensorFlowFlexUNet", "ok": True, "cases": {"ircadb_17": case}}]}))
+    argv = ["--size", "64", "--only", "unet,u2net", "--num-layers", "3", "--base-filters", "4", "--repeats", "1",
+            "--threads", "1"]
+    assert mod.main(argv + ["--dice-from", str(tmp_path / "z.json")]) == 0
+    out = capsys.readouterr().out
+    assert "liver Dice (3 min)" in out and "tumour Dice (3 min)" in out
+    unet = next(line for line in out.splitlines() if line.startswith("TensorFlowFlexUNet "))
+    u2 = next(line for line in out.splitlines() if line.startswith("TensorFlowFlexU2Net "))
+    assert unet.split()[-2:] == ["0.877", "0.432"]
+    assert u2.split()[-2:] == ["-", "-"]           # not in the zoo report
+    assert mod.main(argv + ["--dice-from", ""]) == 0
+    assert "liver Dice" not in capsys.readouterr().out
