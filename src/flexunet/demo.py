@@ -1,6 +1,6 @@
 """``flexunet demo``: the whole volume pipeline on generated phantoms, in about 10 minutes on 2 cores.
 
-phantom (8 cases) -> slice (patient-wise) -> train (8 min budget) -> evaluate (2D)
+phantom (10 cases: 7 train, 1 valid, 2 test) -> slice (patient-wise) -> train (8 min budget) -> evaluate (2D)
 -> infer-volume on the held-out cases -> evaluate-volume, then a per-class table
 and the output paths.
 """
@@ -22,7 +22,7 @@ def _embedded_config_text() -> str:
     return DEMO_CONFIG.read_text()
 
 
-def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 8, quiet: bool = False) -> dict:
+def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 10, quiet: bool = False) -> dict:
     from .cli import main
 
     out = Path(out_dir).resolve()
