@@ -78,9 +78,12 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: no 'state_dict' in checkpoint; expected a FlexUNet best.pt or last.ckpt")
     state = obj["state_dict"]
     meta = obj.get("meta") or {}
-    if any(k.startswith("model.") for k in state):  # Lightning module checkpoint
+    if "meta" not in obj and any(k.startswith("model.") for k in state):
+        # a Lightning checkpoint of the SegmentationModule: its network sits under ``model.``.  best.pt
+        # (which has "meta") holds the network's own keys, which may start with "model." themselves
+        # (MONAI's AttentionUnet does), so nothing is stripped there.
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-        meta = meta or {"model": (obj.get("flexunet_meta") or {}).get("model")}
+        meta = {"model": (obj.get("flexunet_meta") or {}).get("model")}
     return state, meta
 
 
