@@ -12,12 +12,15 @@ the CLI in subprocesses.  A short budget favours small, fast models: the table s
 model got (epochs) beside its Dice, and is a ranking under that budget, not of the architectures at
 convergence.
 
-Output: ``<out>/zoo_quality.md`` and ``<out>/zoo_quality.json`` (git-ignored), also printed.
+Output: ``<out>/zoo_quality.md`` and ``<out>/zoo_quality.json`` (git-ignored), also printed.  With
+``--only``, the rows of the other models already in ``<out>/zoo_quality.json`` (same ``--minutes``)
+are kept, so one model can be rerun.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -58,7 +61,8 @@ def render(report: dict) -> str:
                      "" if r.get("ok") else f"failed: {r.get('error', '')}"[:120]])
     lines.append(_common.md_table(["model", "params", "epochs", "liver Dice", "tumour Dice", "liver HD95 mm",
                                    "note"], rows))
-    lines += ["", f"wall time {m.get('wall_minutes', 0):.1f} min"]
+    lines += ["", f"wall time {m.get('wall_minutes', 0):.1f} min"
+              + (f"; rows of other models kept from `{report['merged_from']}`" if report.get("merged_from") else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     ctx = {"out": str(out), "cases": data["cases_dir"], "cases_minmax": data["cases_dir"], "sets": sets,
            "reuse": False, "inprocess": False, "keep_checkpoints": False}
     report = {"meta": meta, "minutes": args.minutes, "fold": dataclasses.asdict(fold), "runs": []}
+    old_path = out / "zoo_quality.json"
+    if args.only and old_path.exists():  # rerun some models: keep the others' rows of the same budget
+        old = json.loads(old_path.read_text())
+        if old.get("minutes") == args.minutes:
+            report["runs"] = [r for r in old.get("runs", []) if r.get("model") not in names]
+            report["merged_from"] = old.get("meta", {}).get("command")
+            qd.log(f"keeping {len(report['runs'])} rows of {old_path} ({report['merged_from']})")
+    order = {e.name: i for i, e in enumerate(list_models())}
     t0 = time.perf_counter()
     for name in names:
         key = name.replace("TensorFlowFlex", "").lower() or name
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             res = {"ok": False, "error": str(exc)}
         res = {k: v for k, v in res.items() if k != "config_text"}
         report["runs"].append({"model": name, "params": params, **res})
+        report["runs"].sort(key=lambda r: order.get(r["model"], len(order)))
         meta["wall_minutes"] = (time.perf_counter() - t0) / 60
         (out / "zoo_quality.md").write_text(render(report))
         _common.save_results("zoo_quality", report, out / "zoo_quality.json")
