@@ -209,3 +209,23 @@ def test_summary_helpers():
     # the transformer layers are counted even where PyTorch would take its fused fast path
     shape = (1, 3, cfg.image_height, cfg.image_width)
     assert gflops(build(small_cfg("transunet")), shape) > gflops(build(cfg), shape)
+
+
+@pytest.mark.parametrize("name", ["TensorFlowFlexEfficientUNet", "TensorFlowFlexEfficientNetB7UNet"])
+def test_efficientnet_batchnorm_follows_the_batches(name):
+    """EfficientNet's TF-style momentum 0.01 left eval-mode statistics far from the data after a short
+    training (liver Dice 0 on the real-CT benchmark); every BatchNorm uses 0.1."""
+    model = build(small_cfg(name))
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(m.momentum == pytest.approx(0.1) for m in bns)
+    x = torch.rand(2, 3, 64, 64) * 4 + 3     # inputs far from the initial running mean 0 / var 1
+    model.train()
+    with torch.no_grad():
+        for _ in range(30):
+            model(x)
+    stem = next(m for m in bns if m.running_mean.numel())
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x)
+    assert torch.isfinite(out_eval).all()
+    assert stem.num_batches_tracked.item() == 30
