@@ -229,3 +229,20 @@ def test_efficientnet_batchnorm_follows_the_batches(name):
         out_eval = model(x)
     assert torch.isfinite(out_eval).all()
     assert stem.num_batches_tracked.item() == 30
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predictor_batchnorm_folding_keeps_the_output(name):
+    """The inference path folds BatchNorm into convolutions: same probabilities as the eval-mode model."""
+    from flexunet.infer.predictor import Predictor
+
+    cfg = small_cfg(name, normalization=True)
+    model = build(cfg, seed=0)
+    x, _ = batch(cfg)
+    with torch.no_grad():
+        model.train()(x * 3 + 1)  # non-trivial running statistics
+    model.eval()
+    with torch.no_grad():
+        want = torch.softmax(model(x), dim=1)
+    got = Predictor(model, precision="32", fold_bn=True).probs(x)
+    torch.testing.assert_close(got.contiguous(), want, atol=2e-4, rtol=1e-3)
