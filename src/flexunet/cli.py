@@ -187,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("phantom", help="generate synthetic abdominal CT cases (NIfTI, labels 0/1/2)")
     sp.add_argument("dst")
-    sp.add_argument("--cases", type=int, default=10,
-                    help="phantom cases (default 10: the demo config trains on 7, validates on 1, tests on 2)")
+    sp.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_phantom)
 
