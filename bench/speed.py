@@ -443,52 +443,49 @@ def worker_compile(args) -> dict:
                 return torch.softmax(m(x).float(), 1)
         return f
 
+    def error(exc) -> list[dict]:
+        return [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
+
+    def eager_vs_compiled(kind: str, eager, compiled, items: int, later_warmup: int) -> None:
+        """Time ``eager()`` and ``compiled()`` (each makes a step function) in interleaved rounds into
+        ``res["<kind>_eager"]`` / ``res["<kind>_compiled"]``; the first compiled call's time is
+        ``res["<kind>_compile_s"]``.  A failed compile is recorded and the eager path still timed."""
+        parts: dict = {f"{kind}_eager": [], f"{kind}_compiled": []}
+        try:
+            fns = {f"{kind}_eager": eager()}
+            try:
+                fns[f"{kind}_compiled"] = compiled()
+                t0 = time.perf_counter()
+                fns[f"{kind}_compiled"]()
+                res[f"{kind}_compile_s"] = round(time.perf_counter() - t0, 1)
+            except Exception as exc:
+                parts[f"{kind}_compiled"] = error(exc)
+                fns.pop(f"{kind}_compiled", None)
+            for r in range(rounds):
+                for key, fn in fns.items():
+                    parts[key].append(C.timed_loop(fn, items_per_call=items, warmup=2 if r == 0 else later_warmup,
+                                                   **per))
+            fns = None
+        except Exception as exc:
+            parts[f"{kind}_compiled"] = error(exc)
+        for key, pl in parts.items():
+            res[key] = pl[0] if pl and "error" in pl[0] else C.merge_loops(pl)
+        print("PARTIAL " + json.dumps(res), flush=True)
+
     # inference: compiled with freezing (weights folded and pre-packed for oneDNN; needs no_grad)
-    parts: dict = {"infer_eager": [], "infer_compiled": []}
-    try:
-        m_eager = copy.deepcopy(base).eval().to(memory_format=torch.channels_last)
-        fns = {"infer_eager": softmax_of(m_eager, torch.inference_mode)}
-        try:
-            m_c = _compiled(copy.deepcopy(base).eval().to(memory_format=torch.channels_last))
-            fns["infer_compiled"] = softmax_of(m_c, torch.no_grad)
-            t0 = time.perf_counter()
-            fns["infer_compiled"]()
-            res["infer_compile_s"] = round(time.perf_counter() - t0, 1)
-        except Exception as exc:
-            parts["infer_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
-            fns.pop("infer_compiled", None)
-        for r in range(rounds):
-            for key, fn in fns.items():
-                parts[key].append(C.timed_loop(fn, items_per_call=INFER_BATCH, warmup=2 if r == 0 else 1, **per))
-        m_eager = m_c = fns = None
-    except Exception as exc:
-        parts["infer_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
-    for key, pl in parts.items():
-        res[key] = pl[0] if pl and "error" in pl[0] else C.merge_loops(pl)
-    print("PARTIAL " + json.dumps(res), flush=True)
+    eager_vs_compiled(
+        "infer",
+        lambda: softmax_of(copy.deepcopy(base).eval().to(memory_format=torch.channels_last), torch.inference_mode),
+        lambda: softmax_of(_compiled(copy.deepcopy(base).eval().to(memory_format=torch.channels_last)), torch.no_grad),
+        INFER_BATCH, later_warmup=1)
     # training: compiled without freezing (parameters change)
-    parts = {"train_eager": [], "train_compiled": []}
-    try:
-        inductor_config.freezing = False
-        torch._dynamo.reset()
-        steps = {"train_eager": make_train_step(copy.deepcopy(base), cfg, cl, mode)}
-        try:
-            steps["train_compiled"] = make_train_step(torch.compile(copy.deepcopy(base)), cfg, cl, mode)
-            t0 = time.perf_counter()
-            steps["train_compiled"]()
-            res["train_compile_s"] = round(time.perf_counter() - t0, 1)
-        except Exception as exc:
-            parts["train_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
-            steps.pop("train_compiled", None)
-        for r in range(rounds):
-            for key, fn in steps.items():
-                parts[key].append(C.timed_loop(fn, items_per_call=TRAIN_BATCH, warmup=2 if r == 0 else 0, **per))
-        steps = None
-    except Exception as exc:
-        parts["train_compiled"] = [{"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}]
-    for key, pl in parts.items():
-        res[key] = pl[0] if pl and "error" in pl[0] else C.merge_loops(pl)
-    print("PARTIAL " + json.dumps(res), flush=True)
+    inductor_config.freezing = False
+    torch._dynamo.reset()
+    eager_vs_compiled(
+        "train",
+        lambda: make_train_step(copy.deepcopy(base), cfg, cl, mode),
+        lambda: make_train_step(torch.compile(copy.deepcopy(base)), cfg, cl, mode),
+        TRAIN_BATCH, later_warmup=0)
     # drift of the compiled path (same phantom batch as the main process)
     if args.config_name == "R":
         try:
