@@ -134,7 +134,7 @@ def cmd_augment_preview(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    res = run_demo(args.dir, minutes=args.minutes, cases=args.cases, quiet=args.quiet)
+    res = run_demo(args.dir, minutes=args.minutes, cases=args.cases, quiet=args.quiet, overrides=args.set or [])
     return 0 if all(res["verdict"].values()) or not args.strict else EXIT_ABORTED
 
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cases", type=int, default=10,
                     help="phantom cases (default 10: the demo config trains on 7, validates on 1, tests on 2)")
     sp.add_argument("--strict", action="store_true", help="exit non-zero when the Dice targets are not met")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a value of the demo config in every step, e.g. --set model.loss=dice_ce")
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("config-doc", help="print the config reference (markdown)")

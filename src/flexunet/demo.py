@@ -22,8 +22,12 @@ def _embedded_config_text() -> str:
     return DEMO_CONFIG.read_text()
 
 
-def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 10, quiet: bool = False) -> dict:
+def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 10, quiet: bool = False,
+             overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Run the demo in ``out_dir``; ``overrides`` (``section.key=value``, as ``--set``) apply to every
+    step that reads the config, so a variant is trained, evaluated and inferred the same way."""
     from .cli import main
+    from .config import load_config
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -32,7 +36,9 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
 
     atomic_save_text(cfg_path, _embedded_config_text())
     q = ["--quiet"] if quiet else []
-    sets = ["--set", f"train.max_time_minutes={minutes}"] if minutes else []
+    overrides = list(overrides) + ([f"train.max_time_minutes={minutes}"] if minutes else [])
+    cfg = load_config(cfg_path, overrides)  # a bad override fails here, before any work
+    sets = [a for o in overrides for a in ("--set", o)]
     t0 = time.perf_counter()
     steps = []
 
@@ -47,13 +53,10 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
     for sub in ("cases", "dataset", "models", "eval", "pred", "epoch_change_infer", "mini_test_output"):
         shutil.rmtree(out / sub, ignore_errors=True)
     step("phantom", ["phantom", str(out / "cases"), "--cases", str(cases), "--seed", "0"])
-    step("slice", ["slice", str(cfg_path)])
+    step("slice", ["slice", str(cfg_path), *sets])
     step("train", ["train", str(cfg_path), *sets])
-    step("evaluate", ["evaluate", str(cfg_path)])
-    step("infer (2D overlays)", ["infer", str(cfg_path)])
-    from .config import load_config
-
-    cfg = load_config(cfg_path)
+    step("evaluate", ["evaluate", str(cfg_path), *sets])
+    step("infer (2D overlays)", ["infer", str(cfg_path), *sets])
     test_cases = list(cfg.slice.test_cases)
     gt = out / "gt"
     shutil.rmtree(gt, ignore_errors=True)
@@ -61,7 +64,7 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
         (gt / c).mkdir(parents=True)
         shutil.copy(out / "cases" / c / "label.nii.gz", gt / c / "label.nii.gz")
     inputs = [str(out / "cases" / c / "image.nii.gz") for c in test_cases]
-    step("infer-volume", ["infer-volume", str(cfg_path), *inputs, "--output", str(out / "pred")])
+    step("infer-volume", ["infer-volume", str(cfg_path), *inputs, "--output", str(out / "pred"), *sets])
     step("evaluate-volume", ["evaluate-volume", str(out / "pred"), str(gt), "--output", str(out / "eval")])
     import json
 

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""The phantom demo under variants of its config: which recipe to ship as ``projects/phantom-demo``.
+
+    python bench/demo_variants.py [--only shipped,aug] [--minutes 8] [--out bench/results/demo_variants]
+                                  [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...]
+
+Each variant runs the whole ``flexunet demo`` (10 phantoms, seed 0: train 7, valid phantom_005, test
+phantom_006/007) in its own folder with ``--set`` overrides, in a subprocess, one after another.
+Besides the demo's own test figures, the valid case phantom_005 is segmented as a volume by the same
+model and scored the same way: **a variant is chosen on the valid case**, and the test Dice of the
+chosen one is what the README reports (choosing on the two test cases would tune to them).
+
+Output: ``<out>/demo_variants.md`` / ``.json`` (git-ignored), also printed.  With ``--only``, rows of
+other variants already in ``<out>/demo_variants.json`` are kept, so one variant can be rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import _common  # noqa: E402
+
+_common.ensure_src_on_path()
+
+from flexunet.io.atomic import atomic_save_text  # noqa: E402
+
+DEFAULT_OUT = BENCH / "results" / "demo_variants"
+# the subprocesses run this checkout's flexunet, whatever is installed
+_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_common.REPO_ROOT / "src"),
+                                                                  os.environ.get("PYTHONPATH")])))
+AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=True",
+       "augmentor.angles=[-15,-10,-5,5,10,15]", "augmentor.scaling=True", "augmentor.gamma=True",
+       "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
+VARIANTS: dict[str, list[str]] = {
+    "shipped": [],
+    "seed7": ["train.seed=7"],
+    "dice_ce": ["model.loss=dice_ce"],
+    "aug": AUG,
+    "wide24": ["model.base_filters=24"],
+}
+
+
+def _case_rows(metrics_json: Path) -> dict:
+    res = json.loads(metrics_json.read_text())
+    rows: dict = {}
+    for r in res["cases"]:
+        rows[r["case_id"]] = {cls: {k: c.get(k) for k in ("dice", "pred_ml", "gt_ml", "status")}
+                              for cls, c in r["classes"].items()}
+    return {"cases": rows, "aggregate": {k: v.get("dice_mean") for k, v in res["aggregate"].items()
+                                         if isinstance(v, dict)}}
+
+
+def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) -> dict:
+    d = out / "runs" / name
+    cmd = [sys.executable, "-m", "flexunet", "--quiet", "demo", str(d)]
+    if minutes:
+        cmd += ["--minutes", str(minutes)]
+    for s in sets:
+        cmd += ["--set", s]
+    print(f"== {name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV)
+    row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": proc.returncode == 0}
+    if not row["ok"]:
+        row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        print(proc.stdout[-2000:], proc.stderr[-2000:])
+        return row
+    row["test"] = _case_rows(d / "eval" / "volume_metrics.json")
+    hist = d / "eval" / "train_losses.csv"
+    row["epochs"] = max(0, len(hist.read_text().strip().splitlines()) - 1) if hist.exists() else None
+    # the valid case, segmented and scored exactly like the test cases
+    cfg = d / "train_eval_infer.config"
+    gt = d / "gt_valid" / "phantom_005"
+    gt.mkdir(parents=True, exist_ok=True)
+    (gt / "label.nii.gz").write_bytes((d / "cases" / "phantom_005" / "label.nii.gz").read_bytes())
+    sets_args = [a for s in sets for a in ("--set", s)]
+    for argv in (["infer-volume", str(cfg), str(d / "cases" / "phantom_005" / "image.nii.gz"),
+                  "--output", str(d / "pred_valid"), *sets_args],
+                 ["evaluate-volume", str(d / "pred_valid"), str(d / "gt_valid"), "--output", str(d / "eval_valid")]):
+        subprocess.run([sys.executable, "-m", "flexunet", "--quiet", *argv], check=True, capture_output=True, env=_ENV)
+    row["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
+    return row
+
+
+def render(report: dict) -> str:
+    m = report["meta"]
+    lines = ["# Phantom demo variants", "", f"- command: `{m['command']}`",
+             f"- machine: {_common.machine_line(m['machine'])}",
+             "- data: `flexunet phantom --cases 10 --seed 0`; train phantom_000-004, 008, 009; "
+             "valid phantom_005; test phantom_006, phantom_007",
+             "- choose on **valid** (phantom_005); the test columns are what the demo reports", ""]
+    rows = []
+    for r in report["runs"]:
+        if not r.get("ok"):
+            rows.append([r["name"], "; ".join(r["sets"]) or "-", "failed", "", "", "", "", "", ""])
+            continue
+        v = r["valid"]["cases"].get("phantom_005", {})
+        t = r["test"]["cases"]
+        rows.append([r["name"], "; ".join(r["sets"]) or "(the shipped demo config)", r.get("epochs", "-"),
+                     f"{v.get('liver', {}).get('dice', float('nan')):.3f}",
+                     f"{v.get('tumour', {}).get('dice', float('nan')):.3f}",
+                     f"{r['test']['aggregate'].get('liver', float('nan')):.3f}",
+                     f"{r['test']['aggregate'].get('tumour', float('nan')):.3f}",
+                     " / ".join(f"{t[c]['tumour']['dice']:.3f}" for c in sorted(t) if "tumour" in t[c]),
+                     f"{r['seconds'] / 60:.1f}"])
+    lines.append(_common.md_table(["variant", "overrides", "epochs", "valid liver", "valid tumour",
+                                   "test liver (mean)", "test tumour (mean)", "test tumour 006 / 007",
+                                   "demo min"], rows))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma list of variant names (default: all)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=SET;SET",
+                    help="add a variant: NAME=section.key=value;section.key=value")
+    ap.add_argument("--minutes", type=float, help="training budget (default: the demo config's)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    variants = dict(VARIANTS)
+    for v in args.variant:
+        name, _, sets = v.partition("=")
+        variants[name] = [s for s in sets.split(";") if s]
+    names = args.only.split(",") if args.only else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; expected some of {sorted(variants)}")
+    meta = {"command": _common.command_line(argv), "machine": _common.machine_info(), "minutes": args.minutes}
+    args.out.mkdir(parents=True, exist_ok=True)
+    old = args.out / "demo_variants.json"
+    kept = []
+    if args.only and old.exists():
+        prev = json.loads(old.read_text())
+        if prev["meta"].get("minutes") == args.minutes:
+            kept = [r for r in prev["runs"] if r["name"] not in names]
+    runs = []
+    for n in names:
+        runs.append(run_variant(n, variants[n], args.out, args.minutes))
+        report = {"meta": meta, "runs": kept + runs}
+        _common.save_results("demo_variants", report, old)
+        atomic_save_text(args.out / "demo_variants.md", render(report))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
