@@ -219,16 +219,23 @@ def test_efficientnet_batchnorm_follows_the_batches(name):
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert bns and all(m.momentum == pytest.approx(0.1) for m in bns)
     x = torch.rand(2, 3, 64, 64) * 4 + 3     # inputs far from the initial running mean 0 / var 1
+    stem = next(m for m in bns if m.running_mean.numel())
+    seen = []
+    hook = stem.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].mean(dim=(0, 2, 3))))
     model.train()
     with torch.no_grad():
         for _ in range(30):
             model(x)
-    stem = next(m for m in bns if m.running_mean.numel())
+    hook.remove()
+    # the same batch 30 times: with momentum 0.1 the running mean has covered 1 - 0.9**30 = 96% of the
+    # way from 0 to the batch mean; with TF's 0.01 it would have covered 26%
+    target = seen[-1]
+    covered = (stem.running_mean @ target) / (target @ target)
+    assert covered.item() == pytest.approx(1 - 0.9 ** 30, abs=0.02)
+    assert stem.num_batches_tracked.item() == 30
     model.eval()
     with torch.no_grad():
-        out_eval = model(x)
-    assert torch.isfinite(out_eval).all()
-    assert stem.num_batches_tracked.item() == 30
+        assert torch.isfinite(model(x)).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
