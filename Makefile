@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # 2 cores: keep BLAS from oversubscribing pytest workers
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory clean
+.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory bench-demo-variants clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-augment: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(BIN)/python bench/memory.py
+
+bench-demo-variants: $(STAMP)
+	$(BIN)/python bench/demo_variants.py
 
 clean:
 	rm -rf demo_run bench/results .pytest_cache
