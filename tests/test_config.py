@@ -80,6 +80,9 @@ def test_original_alpah_alias(tmp_path):
     ("[mask]\nrgb_map = {(0,0,0):0,(0,0,255):2,(255,0,0):3}\n", r"consecutive ids"),
     ("[slice]\nhu_window = (250, -100)\n", r"hu_window"),
     ("[train]\nnormalization True\n", r"not a valid INI config"),
+    # 1E400 reads as inf: int(inf) raised OverflowError (found by the config fuzz test)
+    ("[model]\nnum_classes = 1E400\n", r"\[model\] num_classes = inf: expected an integer"),
+    ("[model]\nlearning_rate = -1E400\n", r"\[model\] learning_rate = -inf: expected a finite number"),
 ])
 def test_bad_values_name_section_key_value(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

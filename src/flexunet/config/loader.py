@@ -11,6 +11,7 @@ import ast
 import configparser
 import dataclasses
 import difflib
+import math
 import os
 import re
 import warnings
@@ -77,12 +78,16 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
             return bool(value)
         raise ConfigError(f"{where} = {value!r}: expected True or False")
     if base == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        # 1E400 reads as inf and int(inf) raises OverflowError: refuse non-finite values first
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
             raise ConfigError(f"{where} = {value!r}: expected an integer")
         return int(value)
     if base == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} = {value!r}: expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} = {value!r}: expected a finite number")
         return float(value)
     if base == "str":
         if not isinstance(value, str):
