@@ -2,7 +2,7 @@
 """The phantom demo under variants of its config: which recipe to ship as ``projects/phantom-demo``.
 
     python bench/demo_variants.py [--only shipped,aug] [--minutes 8] [--out bench/results/demo_variants]
-                                  [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...]
+                                  [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...] [--lesions]
 
 Each variant runs the whole ``flexunet demo`` (10 phantoms, seed 0: train 7, valid phantom_005, test
 phantom_006/007) in its own folder with ``--set`` overrides, in a subprocess, one after another.
@@ -60,11 +60,10 @@ def _case_rows(metrics_json: Path) -> dict:
 
 def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) -> dict:
     d = out / "runs" / name
-    cmd = [sys.executable, "-m", "flexunet", "--quiet", "demo", str(d)]
+    sets_args = [a for s in sets for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "flexunet", "--quiet", "demo", str(d), *sets_args]
     if minutes:
         cmd += ["--minutes", str(minutes)]
-    for s in sets:
-        cmd += ["--set", s]
     print(f"== {name}: {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV)
@@ -81,13 +80,36 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
     gt = d / "gt_valid" / "phantom_005"
     gt.mkdir(parents=True, exist_ok=True)
     (gt / "label.nii.gz").write_bytes((d / "cases" / "phantom_005" / "label.nii.gz").read_bytes())
-    sets_args = [a for s in sets for a in ("--set", s)]
     for argv in (["infer-volume", str(cfg), str(d / "cases" / "phantom_005" / "image.nii.gz"),
                   "--output", str(d / "pred_valid"), *sets_args],
                  ["evaluate-volume", str(d / "pred_valid"), str(d / "gt_valid"), "--output", str(d / "eval_valid")]):
         subprocess.run([sys.executable, "-m", "flexunet", "--quiet", *argv], check=True, capture_output=True, env=_ENV)
     row["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
+    row["lesions"] = lesions(d, sorted(row["test"]["cases"]))
     return row
+
+
+def lesions(d: Path, cases: list[str]) -> list[dict]:
+    """Each test lesion (26-connected label 2): size, mean +- SD HU against a 3-voxel ring of liver
+    around it, and the fraction of its voxels the demo's prediction (``pred/``) labels tumour."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    rows = []
+    for case in cases:
+        img = np.asarray(nib.load(d / "cases" / case / "image.nii.gz").dataobj, dtype=np.float32)
+        lab = np.asarray(nib.load(d / "cases" / case / "label.nii.gz").dataobj)
+        pred = np.asarray(nib.load(d / "pred" / f"{case}.nii.gz").dataobj)
+        comp, n = ndimage.label(lab == 2, structure=np.ones((3, 3, 3), bool))
+        for i in range(1, n + 1):
+            m = comp == i
+            ring = ndimage.binary_dilation(m, iterations=3) & ~m & (lab == 1)
+            rows.append({"case": case, "voxels": int(m.sum()),
+                         "hu": [float(img[m].mean()), float(img[m].std())],
+                         "ring_hu": [float(img[ring].mean()), float(img[ring].std())],
+                         "found": float((pred[m] == 2).mean())})
+    return rows
 
 
 def render(report: dict) -> str:
@@ -114,6 +136,13 @@ def render(report: dict) -> str:
     lines.append(_common.md_table(["variant", "overrides", "epochs", "valid liver", "valid tumour",
                                    "test liver (mean)", "test tumour (mean)", "test tumour 006 / 007",
                                    "demo min"], rows))
+    for r in report["runs"]:
+        if r.get("lesions"):
+            lines += ["", f"Test lesions, variant {r['name']} (HU: mean +- SD; ring: liver within 3 voxels):", ""]
+            lines.append(_common.md_table(
+                ["case", "voxels", "lesion HU", "ring HU", "contrast HU", "labelled tumour"],
+                [[x["case"], x["voxels"], "%.0f +- %.0f" % tuple(x["hu"]), "%.0f +- %.0f" % tuple(x["ring_hu"]),
+                  "%+.0f" % (x["hu"][0] - x["ring_hu"][0]), "%.0f%%" % (100 * x["found"])] for x in r["lesions"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -124,7 +153,19 @@ def main(argv=None) -> int:
                     help="add a variant: NAME=section.key=value;section.key=value")
     ap.add_argument("--minutes", type=float, help="training budget (default: the demo config's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--lesions", action="store_true",
+                    help="only recompute the lesion tables of the runs already in --out (no training)")
     args = ap.parse_args(argv)
+    old = args.out / "demo_variants.json"
+    if args.lesions:
+        report = json.loads(old.read_text())
+        for r in report["runs"]:
+            if r.get("ok"):
+                r["lesions"] = lesions(args.out / "runs" / r["name"], sorted(r["test"]["cases"]))
+        _common.save_results("demo_variants", report, old)
+        atomic_save_text(args.out / "demo_variants.md", render(report))
+        print(render(report))
+        return 0
     variants = dict(VARIANTS)
     for v in args.variant:
         name, _, sets = v.partition("=")
@@ -135,7 +176,6 @@ def main(argv=None) -> int:
         ap.error(f"unknown variant(s) {unknown}; expected some of {sorted(variants)}")
     meta = {"command": _common.command_line(argv), "machine": _common.machine_info(), "minutes": args.minutes}
     args.out.mkdir(parents=True, exist_ok=True)
-    old = args.out / "demo_variants.json"
     kept = []
     if args.only and old.exists():
         prev = json.loads(old.read_text())

@@ -465,7 +465,6 @@ def worker_compile(args) -> dict:
                 for key, fn in fns.items():
                     parts[key].append(C.timed_loop(fn, items_per_call=items, warmup=2 if r == 0 else later_warmup,
                                                    **per))
-            fns = None
         except Exception as exc:
             parts[f"{kind}_compiled"] = error(exc)
         for key, pl in parts.items():
