@@ -265,6 +265,17 @@ def validate(cfg: Config) -> None:
            f"1..{m.num_classes - 1}")
     _check(0 < t.oversample_fraction < 1,
            f"{src}: [train] oversample_fraction = {t.oversample_fraction}: expected in (0, 1)")
+    if t.patch_size is not None:
+        ps = t.patch_size
+        _check(len(ps) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ps),
+               f"{src}: [train] patch_size = {ps!r}: expected None or two positive integers (height, width)")
+        _check(ps[0] <= m.image_height and ps[1] <= m.image_width,
+               f"{src}: [train] patch_size = {ps!r}: expected at most the model's image size "
+               f"({m.image_height}, {m.image_width})")
+        _check(ps[0] % div == 0 and ps[1] % div == 0,
+               f"{src}: [train] patch_size = {ps!r}: expected multiples of 2^(num_layers-1) = {div}")
+    _check(0 <= t.patch_foreground_fraction <= 1,
+           f"{src}: [train] patch_foreground_fraction = {t.patch_foreground_fraction}: expected in [0, 1]")
     _check(t.precision in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16", "64"),
            f"{src}: [train] precision = {t.precision!r}: expected auto, 32, bf16-mixed or 16-mixed")
     _check(not cfg.mask.class_names or len(cfg.mask.class_names) == m.num_classes,

@@ -86,6 +86,10 @@ class TrainConfig:
                                                "foreground oversampling), e.g. 2 for tumour; None: plain shuffle.")
     oversample_fraction: float = _f(0.33, "Expected share of each epoch's training samples that contain "
                                           "oversample_class (only raises the natural share, never lowers it).")
+    patch_size: Optional[tuple] = _f(None, "Train on random (h, w) crops of each slice (nnU-Net style); None: whole "
+                                           "slices. Validation and inference always see whole images.")
+    patch_foreground_fraction: float = _f(0.33, "Share of patches centred near a foreground pixel (of "
+                                                "oversample_class when set and present).")
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,14 @@ class SliceDataset(Dataset):
     given seed, batch order and worker count.
     """
 
-    def __init__(self, pairs: Sequence[tuple], cfg, augment: Optional[Augment] = None, seed: int = 0):
+    def __init__(self, pairs: Sequence[tuple], cfg, augment: Optional[Augment] = None, seed: int = 0,
+                 crop: Optional[Augment] = None):
         self.pairs = [(Path(i), Path(m)) for i, m in pairs]
         if not self.pairs:
             raise DataError("dataset has no image/mask pairs; expected at least one (check images_dir/masks_dir)")
         self.cfg = cfg
         self.augment = augment
+        self.crop = crop  # training patches (data/patches.py), after augmentation
         self.seed = int(seed)
         self._served = 0
         self._pid = os.getpid()
@@ -71,8 +73,12 @@ class SliceDataset(Dataset):
         if index < 0:
             index += len(self)
         image, mask = self.load(index)
-        if self.augment is not None:
-            image, mask = self.augment(image, mask, self._rng(index))
+        if self.augment is not None or self.crop is not None:
+            rng = self._rng(index)
+            if self.augment is not None:
+                image, mask = self.augment(image, mask, rng)
+            if self.crop is not None:
+                image, mask = self.crop(image, mask, rng)
         image = normalize_image(np.asarray(image, dtype=np.float32), self.cfg)
         image = np.ascontiguousarray(image, dtype=np.float32)
         mask = np.ascontiguousarray(mask, dtype=np.int64)

@@ -19,9 +19,10 @@ from .slicer import choose_slices, list_cases, load_case_canonical, slice_sample
 class VolumeSliceDataset(Dataset):
     """Items are (image float32 (C,H,W), mask int64 (H,W)) slices from labelled canonical cases."""
 
-    def __init__(self, cases, cfg, augment=None, seed: int = 0):
+    def __init__(self, cases, cfg, augment=None, seed: int = 0, crop=None):
         self.cfg = cfg
         self.augment = augment
+        self.crop = crop  # training patches (data/patches.py), after augmentation
         self.seed = seed
         self.volumes = []
         self.index: list[tuple[int, int]] = []
@@ -43,9 +44,12 @@ class VolumeSliceDataset(Dataset):
         img_u8, mask = slice_sample(vol, lab, k, self.cfg)
         img = img_u8.astype(np.float32) / 255.0
         mask = mask.astype(np.int64)
-        if self.augment is not None:
+        if self.augment is not None or self.crop is not None:
             rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**32, i])
-            img, mask = self.augment(img, mask, rng)
+            if self.augment is not None:
+                img, mask = self.augment(img, mask, rng)
+            if self.crop is not None:
+                img, mask = self.crop(img, mask, rng)
         img = normalize_image(img, self.cfg)
         return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), torch.from_numpy(
             np.ascontiguousarray(mask, dtype=np.int64))
@@ -53,6 +57,7 @@ class VolumeSliceDataset(Dataset):
 
 def build_volume_datasets(cfg):
     from .augment import build_augmenter
+    from .patches import patch_transform
 
     cases = list_cases(cfg.slice.cases_dir)
     split = split_cases([c.case_id for c in cases], cfg)
@@ -61,5 +66,6 @@ def build_volume_datasets(cfg):
     if not valid:
         raise DataError(f"{cfg.slice.cases_dir}: the split leaves no validation case; expected [slice] "
                         "split_ratios with valid > 0 or valid_cases")
-    return (VolumeSliceDataset(train, cfg, augment=build_augmenter(cfg), seed=cfg.train.seed),
+    return (VolumeSliceDataset(train, cfg, augment=build_augmenter(cfg), seed=cfg.train.seed,
+                               crop=patch_transform(cfg)),
             VolumeSliceDataset(valid, cfg, seed=cfg.train.seed))

@@ -36,8 +36,10 @@ def build_datasets(cfg):
         raise DataError(f"{cfg.source}: [valid] images_dir and masks_dir are required; "
                         "expected folders of validation images and masks")
     valid_pairs = find_pairs(cfg.valid.images_dir, cfg.valid.masks_dir, cfg.mask.mask_file_format)
+    from ..data.patches import patch_transform
+
     augment = build_augmenter(cfg)
-    return (SliceDataset(train_pairs, cfg, augment=augment, seed=t.seed),
+    return (SliceDataset(train_pairs, cfg, augment=augment, seed=t.seed, crop=patch_transform(cfg)),
             SliceDataset(valid_pairs, cfg, augment=None, seed=t.seed))
 
 
