@@ -258,6 +258,8 @@ def validate(cfg: Config) -> None:
     _check(t.epochs >= 1, f"{src}: [train] epochs = {t.epochs}: expected >= 1")
     _check(t.batch_size >= 1, f"{src}: [train] batch_size = {t.batch_size}: expected >= 1")
     _check(t.num_workers >= 0, f"{src}: [train] num_workers = {t.num_workers}: expected >= 0")
+    _check(t.lr_schedule in ("plateau", "poly"),
+           f"{src}: [train] lr_schedule = {t.lr_schedule!r}: expected plateau or poly")
     _check(0 < t.reducer_factor < 1, f"{src}: [train] reducer_factor = {t.reducer_factor}: expected in (0, 1)")
     _check(t.oversample_class is None or (isinstance(t.oversample_class, int) and not isinstance(t.oversample_class, bool)
                                           and 0 < t.oversample_class < m.num_classes),

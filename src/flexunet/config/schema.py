@@ -66,7 +66,10 @@ class TrainConfig:
     images_dir: str = _f("./dataset/train/images/", "Training images.")
     masks_dir: str = _f("./dataset/train/masks/", "Training masks.")
     create_backup: bool = _f(False, "Copy an existing model_dir aside before training.")
-    learning_rate_reducer: bool = _f(True, "ReduceLROnPlateau on val_loss.")
+    learning_rate_reducer: bool = _f(True, "ReduceLROnPlateau on val_loss (with lr_schedule = \"plateau\").")
+    lr_schedule: str = _f("plateau", "plateau (the original's reducer, when learning_rate_reducer is True) or poly "
+                                     "(nnU-Net: lr * (1 - progress)^0.9 per epoch; progress counts epochs, or "
+                                     "time against max_time_minutes when that is further).")
     reducer_factor: float = _f(0.5, "ReduceLROnPlateau factor.")
     reducer_patience: int = _f(4, "ReduceLROnPlateau patience (honoured, unlike the original).")
     epoch_change_infer: bool = _f(False, "Infer a few images at the end of every epoch.")

@@ -103,9 +103,11 @@ class EpochHistory(L.Callback):
         self.epochs: list[int] = []
         self._lr = math.nan
 
-    def on_train_epoch_start(self, trainer, pl_module):
-        # the LR used during this epoch (the plateau scheduler may lower it at validation end)
-        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # the LR used during this epoch (the plateau scheduler may lower it at validation end); read at
+        # the first batch, after the module's own on_train_epoch_start has set a poly schedule's LR
+        if batch_idx == 0:
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
 
     def state_dict(self):
         return {"history": self.history, "epochs": self.epochs}

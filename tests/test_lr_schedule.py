@@ -1,0 +1,48 @@
+"""[train] lr_schedule: the original's plateau reducer, or nnU-Net's poly decay (by epochs or by time)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flexunet.config import load_config
+from flexunet.errors import ConfigError
+
+
+def test_poly_decays_by_epoch_and_is_recorded(tiny_project, monkeypatch):
+    from flexunet.cli import main
+
+    monkeypatch.chdir(tiny_project)
+    rc = main(["--quiet", "train", "train_eval_infer.config", "--set", "train.epochs=3", "--set", "train.patience=0",
+               "--set", "train.lr_schedule=poly", "--set", "train.epoch_change_infer=False"])
+    assert rc == 0
+    lr0 = load_config(tiny_project / "train_eval_infer.config").model.learning_rate
+    hist = json.loads((tiny_project / "history.json").read_text())
+    assert hist["lr"] == pytest.approx([lr0 * (1 - e / 3) ** 0.9 for e in range(3)], rel=1e-6)
+
+
+def test_plateau_default_keeps_the_first_lr_in_the_history(tiny_project, monkeypatch):
+    from flexunet.cli import main
+
+    monkeypatch.chdir(tiny_project)
+    assert main(["--quiet", "train", "train_eval_infer.config", "--set", "train.epochs=1",
+                 "--set", "train.epoch_change_infer=False"]) == 0
+    lr0 = load_config(tiny_project / "train_eval_infer.config").model.learning_rate
+    assert json.loads((tiny_project / "history.json").read_text())["lr"] == [pytest.approx(lr0)]
+
+
+def test_progress_follows_the_clock_when_the_budget_is_time(tiny_project):
+    from flexunet.train.module import SegmentationModule
+
+    cfg = load_config(tiny_project / "train_eval_infer.config",
+                      ["train.epochs=100", "train.max_time_minutes=2", "train.lr_schedule=poly"])
+    m = SegmentationModule(cfg)
+    m._elapsed_before = 60.0  # a resumed run that has trained one of its two minutes
+    assert m.progress() == pytest.approx(0.5, abs=0.01)   # epoch 0 of 100, but half the time gone
+    m._elapsed_before = 500.0
+    assert m.progress() == 1.0
+
+
+def test_unknown_schedule_is_refused(tiny_project):
+    with pytest.raises(ConfigError, match="lr_schedule = 'cosine'"):
+        load_config(tiny_project / "train_eval_infer.config", ["train.lr_schedule=cosine"])
