@@ -42,6 +42,7 @@ AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=
        "augmentor.angles=[-15,-10,-5,5,10,15]", "augmentor.scaling=True", "augmentor.gamma=True",
        "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
 PATCH = ["train.patch_size=(128,128)", "train.oversample_class=2", "train.epochs=200"]
+POLY = ["train.lr_schedule=poly", "train.patience=0"]
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
@@ -54,6 +55,10 @@ VARIANTS: dict[str, list[str]] = {
     "patch128": PATCH,
     "patch128_fg50": PATCH + ["train.patch_foreground_fraction=0.5"],
     "patch128_b16": PATCH + ["train.batch_size=16"],
+    # the same, trained for the whole budget: no early stop, nnU-Net's poly LR decay over the time budget
+    "poly": POLY,
+    "patch128_poly": PATCH + POLY,
+    "patch128_fg50_poly": PATCH + POLY + ["train.patch_foreground_fraction=0.5"],
 }
 
 
