@@ -1,0 +1,61 @@
+"""bench/demo_variants.py helpers: the demo.cases pseudo key and the selection-set summary."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def dv():
+    spec = importlib.util.spec_from_file_location("bench_demo_variants", BENCH / "demo_variants.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_demo_variants"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_demo_cases_becomes_cases_and_a_train_list_without_valid_and_test(dv):
+    extra, sets = dv._demo_sets(["demo.cases=12", "train.seed=7"])
+    assert extra == ["--cases", "12"]
+    train = sets[0].partition("=")[2]
+    names = json.loads(train)
+    assert len(names) == 9 and not {"phantom_005", "phantom_006", "phantom_007"} & set(names)
+    assert sets[1] == "train.seed=7"
+    assert dv._demo_sets(["model.loss=dice_ce"]) == ([], ["model.loss=dice_ce"])
+
+
+@pytest.mark.parametrize("n", [5, 21, 30])
+def test_demo_cases_may_not_reach_the_selection_set(dv, n):
+    with pytest.raises(SystemExit, match="phantom_020"):
+        dv._demo_sets([f"demo.cases={n}"])
+
+
+def test_selection_summary_pools_only_cases_with_tumour(dv, tmp_path, monkeypatch):
+    cases = [  # two cases with tumour, one without (a false positive there)
+        {"case_id": "a", "classes": {"liver": {"dice": 0.9}, "tumour": {"dice": 0.5, "pred_ml": 1.0, "gt_ml": 3.0,
+                                                                       "status": "tp"}}},
+        {"case_id": "b", "classes": {"liver": {"dice": 0.8}, "tumour": {"dice": 1.0, "pred_ml": 1.0, "gt_ml": 1.0,
+                                                                       "status": "tp"}}},
+        {"case_id": "c", "classes": {"liver": {"dice": 0.7}, "tumour": {"dice": 0.0, "pred_ml": 0.5, "gt_ml": 0.0,
+                                                                       "status": "false_positive"}}},
+    ]
+    d = tmp_path / "run"
+    (d / "eval_select").mkdir(parents=True)
+    (d / "eval_select" / "volume_metrics.json").write_text(json.dumps({"cases": cases, "aggregate": {}}))
+    monkeypatch.setattr(dv, "SELECT", ["a", "b", "c"])
+    monkeypatch.setattr(dv, "_flexunet", lambda *a: None)  # no inference: the metrics file is given
+    sel = tmp_path / "sel"
+    for c in "abc":
+        (sel / c).mkdir(parents=True)
+        (sel / c / "label.nii.gz").write_bytes(b"")
+    s = dv.score_selection(d, [], sel)
+    assert s["tumour_mean"] == pytest.approx(0.75)
+    assert s["tumour_pooled"] == pytest.approx(2 * (1.0 + 1.0) / (4.0 + 2.0))  # 2*sum(I)/sum(P+G)
+    assert s["liver_mean"] == pytest.approx(0.8)
+    assert (s["n_with_tumour"], s["fp_on_tumour_free"], s["n_tumour_free"]) == (2, 1, 1)
