@@ -113,3 +113,23 @@ def test_on_the_fly_dataset_matches_png_slices(tmp_path):
     png = np.asarray(Image.open(tmp_path / "ds" / "train" / "images" / f"p0_{k:04d}.png"), np.float32) / 255
     assert np.allclose(x.numpy(), np.moveaxis(png, -1, 0), atol=1e-6)
     assert y.dtype.is_floating_point is False and int(y.max()) <= 2
+
+
+def test_on_the_fly_dataset_crops_training_patches(tmp_path):
+    from flexunet.data.patches import patch_transform
+    from flexunet.data.volume_dataset import VolumeSliceDataset
+
+    write_case(tmp_path / "cases", "p0", seed=0)
+    cfg = make_cfg(tmp_path, train_cases=["p0"], valid_cases=[], test_cases=[], background_fraction=0.0)
+    case = list_cases(cfg.slice.cases_dir)
+    full = VolumeSliceDataset(case, cfg)
+    h, w = full[0][1].shape
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patch_size=(h // 2, w // 2),
+                                                             patch_foreground_fraction=1.0))
+    ds = VolumeSliceDataset(case, cfg, crop=patch_transform(cfg))
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert tuple(x.shape[1:]) == tuple(y.shape) == (h // 2, w // 2)
+        assert int(y.max()) >= 1  # centred near foreground, and every chosen slice holds some
