@@ -157,3 +157,33 @@ def test_time_budget_stops_at_epoch_boundary(monkeypatch):
     clock[0] = 76.0  # a runaway epoch: hard stop past 1.25x the budget
     cb.on_train_batch_end(t, None, None, None, 0)
     assert t.should_stop and cb.stopped_early
+
+
+def test_time_budget_carries_the_time_trained_across_resume():
+    from flexunet.train.callbacks import TimeBudget
+
+    clock = [100.0]
+    first = TimeBudget(minutes=1.0)
+    first._clock = lambda: clock[0]
+
+    class T:
+        should_stop = False
+
+    t = T()
+    first.on_train_start(t, None)
+    first.on_train_epoch_start(t, None)
+    clock[0] += 20.0
+    first.on_train_epoch_end(t, None)
+    assert not t.should_stop
+    state = first.state_dict()
+    assert state["elapsed"] == 20.0 and state["longest"] == 20.0
+    resumed = TimeBudget(minutes=1.0)  # a new process: its clock starts elsewhere
+    resumed._clock = lambda: clock[0]
+    clock[0] = 5000.0
+    resumed.load_state_dict(state)
+    resumed.on_train_start(t, None)
+    resumed.on_train_epoch_start(t, None)
+    clock[0] += 25.0
+    resumed.on_train_epoch_end(t, None)
+    assert resumed.elapsed() == 45.0
+    assert t.should_stop  # 45 s trained + a 25 s epoch > 60 s: the budget is the whole run's

@@ -82,7 +82,8 @@ class TrainConfig:
     precision: str = _f("auto", "auto (bf16 where the CPU/GPU has it natively, else fp32), 32, bf16-mixed, 16-mixed.")
     seed: int = _f(42, "Seed for reproducible runs.")
     num_workers: int = _f(2, "DataLoader worker processes.")
-    max_time_minutes: Optional[float] = _f(None, "Training time budget: stops at the epoch boundary that keeps within it.")
+    max_time_minutes: Optional[float] = _f(None, "Training time budget for the whole run (a --resume continues it): "
+                                                 "stops at the epoch boundary that keeps within it.")
     max_steps_per_epoch: Optional[int] = _f(None, "Cap the training batches per epoch.")
     channels_last: bool = _f(True, "Use channels_last memory format.")
     oversample_class: Optional[int] = _f(None, "Class id whose slices are drawn more often (nnU-Net-style "

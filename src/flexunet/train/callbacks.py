@@ -255,7 +255,9 @@ class TimeBudget(L.Callback):
     Lightning's ``max_time`` stops in the middle of an epoch, whose work is then never validated.
     This callback stops at an epoch boundary instead: after each epoch it estimates the next
     epoch's duration (the longest so far, validation included) and stops when that would overrun
-    the budget.  A hard stop at 1.25x the budget guards against a runaway epoch.
+    the budget.  A hard stop at 1.25x the budget guards against a runaway epoch.  Like Lightning's
+    ``Timer``, the time already trained travels with ``last.ckpt``: the budget is for the whole run,
+    across ``--resume``.
     """
 
     def __init__(self, minutes: float):
@@ -263,10 +265,21 @@ class TimeBudget(L.Callback):
 
         self._clock = time.monotonic
         self.budget = minutes * 60.0
+        self.before = 0.0  # seconds trained before a --resume
         self.start: float | None = None
         self.epoch_start: float | None = None
         self.longest = 0.0
         self.stopped_early = False
+
+    def elapsed(self) -> float:
+        return self.before + (self._clock() - self.start if self.start is not None else 0.0)
+
+    def state_dict(self):
+        return {"elapsed": self.elapsed(), "longest": self.longest}
+
+    def load_state_dict(self, state):
+        self.before = float(state.get("elapsed", 0.0))
+        self.longest = float(state.get("longest", 0.0))
 
     def on_train_start(self, trainer, pl_module):
         self.start = self._clock()
@@ -275,7 +288,7 @@ class TimeBudget(L.Callback):
         self.epoch_start = self._clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None and self._clock() - self.start > 1.25 * self.budget:
+        if self.start is not None and self.elapsed() > 1.25 * self.budget:
             self.stopped_early = True
             trainer.should_stop = True
 
@@ -283,7 +296,7 @@ class TimeBudget(L.Callback):
         now = self._clock()
         if self.epoch_start is not None:
             self.longest = max(self.longest, now - self.epoch_start)
-        if self.start is not None and now - self.start + self.longest > self.budget:
+        if self.start is not None and self.elapsed() + self.longest > self.budget:
             trainer.should_stop = True
 
 
