@@ -1,23 +1,16 @@
 """bench/demo_variants.py helpers: the demo.cases pseudo key and the selection-set summary."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def dv():
-    spec = importlib.util.spec_from_file_location("bench_demo_variants", BENCH / "demo_variants.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_demo_variants"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_bench_module
+
+    return load_bench_module("demo_variants")
 
 
 def test_demo_cases_becomes_cases_and_a_train_list_without_valid_and_test(dv):

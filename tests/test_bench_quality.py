@@ -1,27 +1,17 @@
 """Smoke tests of bench/quality.py's pipeline on tiny phantoms (the real-CT run itself: `make bench-quality`)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_quality"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def quality():
-    return _load_quality()
+    from conftest import load_bench_module
+
+    return load_bench_module("quality")
 
 
 # a model small enough that a few seconds of training and a 16-slice volume take seconds
@@ -108,9 +98,9 @@ def test_pipeline_on_phantoms_subprocess(quality, tmp_path):
 
 
 def test_zoo_quality_table_lists_each_model_with_its_outcome():
-    spec = importlib.util.spec_from_file_location("bench_zoo_quality", BENCH / "zoo_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_bench_module
+
+    mod = load_bench_module("zoo_quality")
     case = {"liver": {"dice": 0.9123, "hd95_mm": 12.34}, "tumour": {"dice": 0.4567}}
     report = {"meta": {"command": "python bench/zoo_quality.py --minutes 3", "wall_minutes": 7.0},
               "minutes": 3.0, "fold": {"name": "T", "train": ["ircadb_1", "lits_117"], "test": ["ircadb_17"]},
@@ -127,9 +117,9 @@ def test_zoo_quality_table_lists_each_model_with_its_outcome():
 
 
 def test_models_bench_adds_the_zoo_dice_columns(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_models", BENCH / "models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_bench_module
+
+    mod = load_bench_module("models")
     case = {"liver": {"dice": 0.8766}, "tumour": {"dice": 0.4321}}
     (tmp_path / "z.json").write_text(json.dumps({"minutes": 3.0, "runs": [
         {"model": "TensorFlowFlexUNet", "ok": True, "cases": {"ircadb_17": case}}]}))

@@ -133,17 +133,23 @@ def test_stats_cli(tiny_project, capsys):
     assert "train" in text and "test" in text
 
 
-def test_time_budget_stops_at_epoch_boundary(monkeypatch):
+class _Trainer:
+    should_stop = False
+
+
+def _budget(clock: list, minutes: float = 1.0):
+    """A TimeBudget on a hand-driven clock (``clock[0]`` seconds)."""
     from flexunet.train.callbacks import TimeBudget
 
-    clock = [0.0]
-    cb = TimeBudget(minutes=1.0)
+    cb = TimeBudget(minutes=minutes)
     cb._clock = lambda: clock[0]
+    return cb
 
-    class T:
-        should_stop = False
 
-    t = T()
+def test_time_budget_stops_at_epoch_boundary(monkeypatch):
+    clock = [0.0]
+    cb = _budget(clock)
+    t = _Trainer()
     cb.on_train_start(t, None)
     stops = []
     for epoch_len in (20.0, 15.0, 18.0):
@@ -160,16 +166,9 @@ def test_time_budget_stops_at_epoch_boundary(monkeypatch):
 
 
 def test_time_budget_carries_the_time_trained_across_resume():
-    from flexunet.train.callbacks import TimeBudget
-
     clock = [100.0]
-    first = TimeBudget(minutes=1.0)
-    first._clock = lambda: clock[0]
-
-    class T:
-        should_stop = False
-
-    t = T()
+    first = _budget(clock)
+    t = _Trainer()
     first.on_train_start(t, None)
     first.on_train_epoch_start(t, None)
     clock[0] += 20.0
@@ -177,8 +176,7 @@ def test_time_budget_carries_the_time_trained_across_resume():
     assert not t.should_stop
     state = first.state_dict()
     assert state["elapsed"] == 20.0 and state["longest"] == 20.0
-    resumed = TimeBudget(minutes=1.0)  # a new process: its clock starts elsewhere
-    resumed._clock = lambda: clock[0]
+    resumed = _budget(clock)  # a new process: its clock starts elsewhere
     clock[0] = 5000.0
     resumed.load_state_dict(state)
     resumed.on_train_start(t, None)
