@@ -6,7 +6,6 @@ import json
 import pytest
 
 
-
 @pytest.fixture(scope="module")
 def quality():
     from conftest import load_bench_module
