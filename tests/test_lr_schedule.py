@@ -31,16 +31,25 @@ def test_plateau_default_keeps_the_first_lr_in_the_history(tiny_project, monkeyp
     assert json.loads((tiny_project / "history.json").read_text())["lr"] == [pytest.approx(lr0)]
 
 
-def test_progress_follows_the_clock_when_the_budget_is_time(tiny_project):
+def test_poly_follows_the_time_budget_clock_when_it_is_further(tiny_project):
+    from types import SimpleNamespace
+
+    from flexunet.train.callbacks import TimeBudget
     from flexunet.train.module import SegmentationModule
 
     cfg = load_config(tiny_project / "train_eval_infer.config",
                       ["train.epochs=100", "train.max_time_minutes=2", "train.lr_schedule=poly"])
     m = SegmentationModule(cfg)
-    m._elapsed_before = 60.0  # a resumed run that has trained one of its two minutes
-    assert m.progress() == pytest.approx(0.5, abs=0.01)   # epoch 0 of 100, but half the time gone
-    m._elapsed_before = 500.0
-    assert m.progress() == 1.0
+    lr0 = cfg.model.learning_rate
+    budget = TimeBudget(cfg.train.max_time_minutes)
+    budget.load_state_dict({"elapsed": 60.0})  # a resumed run that has trained one of its two minutes
+    trainer = SimpleNamespace(current_epoch=0, callbacks=[budget])
+    assert m.poly_lr(trainer) == pytest.approx(lr0 * 0.5 ** 0.9)   # epoch 0 of 100, but half the time gone
+    trainer.current_epoch = 80                                      # epochs further along than the clock
+    assert m.poly_lr(trainer) == pytest.approx(lr0 * 0.2 ** 0.9)
+    budget.load_state_dict({"elapsed": 500.0})
+    assert m.poly_lr(trainer) == 0.0
+    assert m.poly_lr(SimpleNamespace(current_epoch=25, callbacks=[])) == pytest.approx(lr0 * 0.75 ** 0.9)
 
 
 def test_unknown_schedule_is_refused(tiny_project):

@@ -33,8 +33,6 @@ class SegmentationModule(L.LightningModule):
         self._train_soft = [0.0, 0]
         self._plateau = None  # ReduceLROnPlateau, stepped here (see on_validation_end)
         self._plateau_state = None  # its state from a checkpoint, applied in configure_optimizers
-        self._elapsed_before = 0.0  # training seconds of the runs before a --resume (lr_schedule = "poly")
-        self._t0: float | None = None
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -85,31 +83,22 @@ class SegmentationModule(L.LightningModule):
             self.log(f"val_{k}", float(v), sync_dist=True)
 
     # ---- learning-rate schedules ----------------------------------------------------------------
-    def _elapsed(self) -> float:
-        import time
+    def poly_lr(self, trainer) -> float:
+        """nnU-Net's poly decay, ``lr0 * (1 - progress)^0.9``.  progress is epochs done over ``epochs``,
+        or the time trained over ``max_time_minutes`` (the TimeBudget callback's clock, which travels
+        with last.ckpt) when that is further along."""
+        from .callbacks import TimeBudget
 
-        return self._elapsed_before + (time.monotonic() - self._t0 if self._t0 is not None else 0.0)
-
-    def progress(self) -> float:
-        """Share of the run done at the start of this epoch: epochs over ``epochs``, or elapsed time over
-        ``max_time_minutes`` when that is larger (a time-bounded run ends by the clock)."""
-        t = self.cfg.train
-        p = self.current_epoch / max(t.epochs, 1)
-        if t.max_time_minutes:
-            p = max(p, self._elapsed() / (60.0 * t.max_time_minutes))
-        return min(p, 1.0)
-
-    def on_train_start(self):
-        import time
-
-        self._t0 = time.monotonic()
+        p = trainer.current_epoch / max(self.cfg.train.epochs, 1)
+        budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+        if budget is not None:
+            p = max(p, budget.elapsed() / budget.budget)
+        return self.cfg.model.learning_rate * (1.0 - min(p, 1.0)) ** 0.9
 
     def on_train_epoch_start(self):
         if self.cfg.train.lr_schedule != "poly":
             return
-        # nnU-Net's poly decay, lr0 * (1 - progress)^0.9; every rank uses rank 0's clock
-        p = float(self.trainer.strategy.broadcast(self.progress(), src=0))
-        lr = self.cfg.model.learning_rate * (1.0 - p) ** 0.9
+        lr = float(self.trainer.strategy.broadcast(self.poly_lr(self.trainer), src=0))  # rank 0's clock
         for opt in self.trainer.optimizers:
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -140,7 +129,6 @@ class SegmentationModule(L.LightningModule):
     # exact resume: RNG state travels with the checkpoint
     def on_save_checkpoint(self, checkpoint):
         checkpoint["flexunet_meta"] = {"model": self.cfg.model.model}
-        checkpoint["flexunet_elapsed"] = self._elapsed()
         if self._plateau is not None:
             checkpoint["flexunet_plateau"] = self._plateau.state_dict()
         name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -153,7 +141,6 @@ class SegmentationModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         self._plateau_state = checkpoint.get("flexunet_plateau")
-        self._elapsed_before = float(checkpoint.get("flexunet_elapsed", 0.0))
         if self._plateau_state is None and len(checkpoint.get("lr_schedulers") or []) == 1:
             self._plateau_state = checkpoint["lr_schedulers"][0]  # written while Lightning stepped it
         rng = checkpoint.get("rng_state")
