@@ -278,6 +278,19 @@ def validate(cfg: Config) -> None:
                f"{src}: [train] patch_size = {ps!r}: expected multiples of 2^(num_layers-1) = {div}")
     _check(0 <= t.patch_foreground_fraction <= 1,
            f"{src}: [train] patch_foreground_fraction = {t.patch_foreground_fraction}: expected in [0, 1]")
+    _check(0 <= t.synth_lesions <= 1, f"{src}: [train] synth_lesions = {t.synth_lesions}: expected in [0, 1]")
+    for key, lo, integer in (("synth_lesion_count", 1, True), ("synth_lesion_radius", 1, False),
+                             ("synth_lesion_contrast", 0, False), ("synth_lesion_half_slices", 1, False)):
+        val = getattr(t, key)
+        _check(isinstance(val, tuple) and len(val) == 2
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in val)
+               and (not integer or all(isinstance(v, int) for v in val)) and lo <= val[0] <= val[1],
+               f"{src}: [train] {key} = {val!r}: expected ({'min, max' if integer else 'low, high'}) with "
+               f"{lo} <= min <= max{' (integers)' if integer else ''}")
+    _check(t.synth_lesions == 0 or (isinstance(t.synth_lesion_class, int) and not isinstance(t.synth_lesion_class, bool)
+                                    and 0 < t.synth_lesion_class < m.num_classes),
+           f"{src}: [train] synth_lesion_class = {t.synth_lesion_class!r}: expected a foreground class id "
+           f"1..{m.num_classes - 1}")
     _check(t.precision in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16", "64"),
            f"{src}: [train] precision = {t.precision!r}: expected auto, 32, bf16-mixed or 16-mixed")
     _check(not cfg.mask.class_names or len(cfg.mask.class_names) == m.num_classes,

@@ -94,6 +94,15 @@ class TrainConfig:
                                            "slices. Validation and inference always see whole images.")
     patch_foreground_fraction: float = _f(0.33, "Share of patches centred near a foreground pixel (of "
                                                 "oversample_class when set and present).")
+    synth_lesions: float = _f(0.0, "Probability that a training slice holding the organ gets synthetic hypodense "
+                                   "lesions (tumour synthesis, data/lesions.py); 0: off.")
+    synth_lesion_count: tuple = _f((1, 2), "Lesions per synthesised slice: (min, max).")
+    synth_lesion_radius: tuple = _f((3.0, 12.0), "Lesion radius range in pixels of the model's input.")
+    synth_lesion_contrast: tuple = _f((20.0, 60.0), "How much darker than the tissue, in HU ([slice] hu_window "
+                                                    "converts it): (min, max).")
+    synth_lesion_half_slices: tuple = _f((1.2, 4.0), "Lesion half-height in slices (2.5D: the neighbour channels "
+                                                     "show smaller cross-sections).")
+    synth_lesion_class: int = _f(2, "Class id the synthetic lesions get (tumour).")
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class VolumeSliceDataset(Dataset):
 
 
 def build_volume_datasets(cfg):
-    from .augment import build_augmenter
+    from .lesions import training_augment
     from .patches import patch_transform
 
     cases = list_cases(cfg.slice.cases_dir)
@@ -66,6 +66,6 @@ def build_volume_datasets(cfg):
     if not valid:
         raise DataError(f"{cfg.slice.cases_dir}: the split leaves no validation case; expected [slice] "
                         "split_ratios with valid > 0 or valid_cases")
-    return (VolumeSliceDataset(train, cfg, augment=build_augmenter(cfg), seed=cfg.train.seed,
+    return (VolumeSliceDataset(train, cfg, augment=training_augment(cfg), seed=cfg.train.seed,
                                crop=patch_transform(cfg)),
             VolumeSliceDataset(valid, cfg, seed=cfg.train.seed))

@@ -26,7 +26,6 @@ def build_datasets(cfg):
         from ..data.volume_dataset import build_volume_datasets
 
         return build_volume_datasets(cfg)
-    from ..data.augment import build_augmenter
     from ..data.dataset2d import SliceDataset
     from ..data.images import find_pairs
 
@@ -36,9 +35,10 @@ def build_datasets(cfg):
         raise DataError(f"{cfg.source}: [valid] images_dir and masks_dir are required; "
                         "expected folders of validation images and masks")
     valid_pairs = find_pairs(cfg.valid.images_dir, cfg.valid.masks_dir, cfg.mask.mask_file_format)
+    from ..data.lesions import training_augment
     from ..data.patches import patch_transform
 
-    augment = build_augmenter(cfg)
+    augment = training_augment(cfg)
     return (SliceDataset(train_pairs, cfg, augment=augment, seed=t.seed, crop=patch_transform(cfg)),
             SliceDataset(valid_pairs, cfg, augment=None, seed=t.seed))
 
