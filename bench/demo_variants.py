@@ -3,6 +3,7 @@
 
     python bench/demo_variants.py [--only shipped,aug] [--minutes 8] [--out bench/results/demo_variants]
                                   [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...] [--lesions] [--select]
+                                  [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...]
 
 ``demo.cases=N`` (8 <= N <= 20) in a variant's list generates N phantoms and trains on all but phantom_005-007.
 
@@ -168,9 +169,16 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         print(proc.stdout[-2000:], proc.stderr[-2000:])
         return row
-    row["test"] = _case_rows(d / "eval" / "volume_metrics.json")
     hist = d / "eval" / "train_losses.csv"
     row["epochs"] = max(0, len(hist.read_text().strip().splitlines()) - 1) if hist.exists() else None
+    row.update(score_run(d, sets_args, out))
+    return row
+
+
+def score_run(d: Path, sets_args: list[str], out: Path) -> dict:
+    """A demo run's test, valid, selection and lesion figures; its test cases are already predicted
+    and scored (``<d>/eval``)."""
+    res = {"test": _case_rows(d / "eval" / "volume_metrics.json")}
     # the valid case, segmented and scored exactly like the test cases
     cfg = d / "train_eval_infer.config"
     gt = d / "gt_valid" / "phantom_005"
@@ -180,9 +188,40 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
                   "--output", str(d / "pred_valid"), *sets_args],
                  ["evaluate-volume", str(d / "pred_valid"), str(d / "gt_valid"), "--output", str(d / "eval_valid")]):
         _flexunet(*argv)
-    row["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
-    row["select"] = score_selection(d, sets_args, selection_set(out))
-    row["lesions"] = lesions(d, sorted(row["test"]["cases"]))
+    res["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
+    res["select"] = score_selection(d, sets_args, selection_set(out))
+    res["lesions"] = lesions(d, sorted(res["test"]["cases"]))
+    return res
+
+
+def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
+    """``base``'s trained model with other inference settings (``[infer]`` keys only): the test, valid
+    and selection cases are segmented again into ``runs/<name>``; no training."""
+    import shutil
+
+    bad = [s for s in extra if not s.startswith("infer.")]
+    if bad:
+        raise SystemExit(f"--post {name}: {bad} change more than inference; expected [infer] keys only")
+    d, b = out / "runs" / name, out / "runs" / base["name"]
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for sub in ("models", "cases"):
+        (d / sub).symlink_to(b / sub, target_is_directory=True)
+    shutil.copy(b / "train_eval_infer.config", d / "train_eval_infer.config")
+    sets = list(base["sets"]) + list(extra)
+    _, demo_sets = _demo_sets(sets)
+    sets_args = [a for s in demo_sets for a in ("--set", s)]
+    print(f"== {name}: the model of {base['name']} with {'; '.join(extra)}", flush=True)
+    cases = sorted(base["test"]["cases"])
+    for c in cases:
+        (d / "gt" / c).mkdir(parents=True)
+        shutil.copy(d / "cases" / c / "label.nii.gz", d / "gt" / c / "label.nii.gz")
+    _flexunet("infer-volume", str(d / "train_eval_infer.config"), *[str(d / "cases" / c / "image.nii.gz") for c in cases],
+              "--output", str(d / "pred"), *sets_args)
+    _flexunet("evaluate-volume", str(d / "pred"), str(d / "gt"), "--output", str(d / "eval"))
+    row = {"name": name, "sets": sets, "post_of": base["name"], "seconds": base["seconds"], "ok": True,
+           "epochs": base.get("epochs")}
+    row.update(score_run(d, sets_args, out))
     return row
 
 
@@ -268,6 +307,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma list of variant names (default: all)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SET;SET",
                     help="add a variant: NAME=section.key=value;section.key=value")
+    ap.add_argument("--post", action="append", default=[], metavar="NAME=BASE:SET;SET",
+                    help="score a saved run's model again with other [infer] settings (no training), "
+                         "e.g. pp=shipped:infer.min_tumour_mm3=300")
     ap.add_argument("--minutes", type=float, help="training budget (default: the demo config's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--select", action="store_true",
@@ -291,6 +333,21 @@ def main(argv=None) -> int:
                 r["lesions"] = lesions(args.out / "runs" / r["name"], sorted(r["test"]["cases"]))
         _common.save_results("demo_variants", report, old)
         atomic_save_text(args.out / "demo_variants.md", render(report))
+        print(render(report))
+        return 0
+    if args.post:
+        report = json.loads(old.read_text())
+        by_name = {r["name"]: r for r in report["runs"]}
+        for spec in args.post:
+            name, _, rest = spec.partition("=")
+            base, _, sets = rest.partition(":")
+            if base not in by_name or not by_name[base].get("ok"):
+                ap.error(f"--post {spec}: no finished run {base!r} in {old}; expected one of {sorted(by_name)}")
+            row = post_variant(name, by_name[base], [x for x in sets.split(";") if x], args.out)
+            report["runs"] = [r for r in report["runs"] if r["name"] != name] + [row]
+            by_name[name] = row
+            _common.save_results("demo_variants", report, old)
+            atomic_save_text(args.out / "demo_variants.md", render(report))
         print(render(report))
         return 0
     variants = dict(VARIANTS)

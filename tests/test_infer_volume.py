@@ -86,3 +86,85 @@ def test_postprocess_keeps_largest_liver_and_inner_tumour():
     out = postprocess_liver_tumour(lab)
     assert out[17, 17, 2] == 0 and out[0, 19, 0] == 0
     assert out[6, 6, 1] == 1 and out[6, 6, 2] == 2
+
+
+def _liver_with_tumours():
+    lab = np.zeros((40, 40, 6), np.uint8)
+    lab[5:35, 5:30, 1:5] = 1
+    lab[10:16, 10:16, 2:4] = 2      # 72 voxels, inside the liver
+    lab[20, 20, 2] = 2              # 1 voxel, inside the liver
+    lab[12:18, 28:34, 2:4] = 2      # 72 voxels astride the liver's edge (x 28-29 in, 30-33 out)
+    return lab
+
+
+def test_tumour_filters_drop_specks_and_lesions_outside_the_liver():
+    from flexunet.infer.postprocess import filter_tumours, postprocess_liver_tumour
+
+    lab = _liver_with_tumours()
+    assert filter_tumours(lab) is lab  # both off: untouched
+    small = filter_tumours(lab, min_voxels=2)
+    assert small[20, 20, 2] == 1 and (small[10:16, 10:16, 2:4] == 2).all() and (small[12:18, 28:34, 2:4] == 2).all()
+    contact = filter_tumours(lab, liver_contact=0.5)
+    assert (contact[10:16, 10:16, 2:4] == 2).all()  # surrounded by liver: kept
+    assert (contact[12:18, 28:34, 2:4] == 0).all()  # two thirds of its surroundings background: dropped
+    assert contact[20, 20, 2] == 2
+    # a lesion at the liver's surface with most of its surroundings liver is kept
+    lab2 = lab.copy()
+    lab2[12:18, 26:30, 2:4] = 2
+    lab2[12:18, 30:34, 2:4] = 0
+    assert (filter_tumours(lab2, liver_contact=0.5)[12:18, 26:30, 2:4] == 2).all()
+    both = postprocess_liver_tumour(lab, min_tumour_voxels=2, tumour_liver_contact=0.5)
+    assert both[20, 20, 2] == 1 and (both[10:16, 10:16, 2:4] == 2).all() and not (both[12:18, 30:34, 2:4]).any()
+
+
+class _StubPredictor:
+    """Probabilities that reproduce a fixed canonical label volume, slice by slice."""
+
+    def __init__(self, labels):
+        import torch
+
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.k = 0
+
+    def probs(self, x):
+        import torch
+        import torch.nn.functional as F
+
+        from flexunet.data.slicer import to_view
+
+        out = []
+        for _ in range(x.shape[0]):
+            view = torch.from_numpy(to_view(self.labels[:, :, self.k].numpy()).copy())
+            out.append(F.one_hot(view, 3).permute(2, 0, 1).float())
+            self.k += 1
+        return torch.stack(out)
+
+
+def test_infer_volume_applies_the_tumour_filters_in_mm3(project):
+    from flexunet.config import load_config
+    from flexunet.infer.volume import infer_volumes
+
+    lab = _liver_with_tumours()
+    img = nib.Nifti1Image(np.zeros(lab.shape, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))  # 8 mm^3 voxels, RAS
+    nib.save(img, project / "ct.nii.gz")
+    out = project / "pred"
+    cfg = load_config(project / "c.config", ["infer.min_tumour_mm3=16", "infer.tumour_liver_contact=0.5",
+                                             "model.image_width=40", "model.image_height=40"])
+    infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
+    got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
+    # 1 voxel = 8 mm^3 < 16: liver; the lesion astride the edge: background; the inner one kept
+    assert got[20, 20, 2] == 1 and (got[10:16, 10:16, 2:4] == 2).all() and not got[12:18, 30:34, 2:4].any()
+    cfg = load_config(project / "c.config", ["model.image_width=40", "model.image_height=40"])
+    infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
+    got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
+    assert got[20, 20, 2] == 2 and (got[12:18, 28:34, 2:4] == 2).all()  # defaults: both filters off
+
+
+@pytest.mark.parametrize("override,needle", [("infer.min_tumour_mm3=-1", "min_tumour_mm3 = -1"),
+                                             ("infer.tumour_liver_contact=1.5", "tumour_liver_contact = 1.5")])
+def test_tumour_filter_config_errors(project, override, needle):
+    from flexunet.config import load_config
+    from flexunet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        load_config(project / "c.config", [override])

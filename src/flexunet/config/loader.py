@@ -306,6 +306,10 @@ def validate(cfg: Config) -> None:
            f"{src}: [slice] background_fraction = {s.background_fraction}: expected in [0, 1]")
     _check(0 <= cfg.augmentor.probability <= 1,
            f"{src}: [augmentor] probability = {cfg.augmentor.probability}: expected in [0, 1]")
+    _check(cfg.infer.min_tumour_mm3 >= 0,
+           f"{src}: [infer] min_tumour_mm3 = {cfg.infer.min_tumour_mm3}: expected >= 0 (mm^3; 0 keeps all)")
+    _check(0 <= cfg.infer.tumour_liver_contact <= 1,
+           f"{src}: [infer] tumour_liver_contact = {cfg.infer.tumour_liver_contact}: expected in [0, 1] (0: off)")
     _check(cfg.tiledinfer.overlapping >= 0,
            f"{src}: [tiledinfer] overlapping = {cfg.tiledinfer.overlapping}: expected >= 0")
 

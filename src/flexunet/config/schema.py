@@ -119,6 +119,10 @@ class InferConfig:
     batch_size: int = _f(4, "Inference batch size.")
     merged_dir: Optional[str] = _f(None, "Alias of overlay_dir (original's name).")
     sharpening: bool = _f(False, "Accepted for compatibility; ignored.")
+    min_tumour_mm3: float = _f(0.0, "infer-volume postprocessing: tumour components smaller than this (mm^3) "
+                                    "become liver; 0: keep all.")
+    tumour_liver_contact: float = _f(0.0, "infer-volume postprocessing: tumour components with less than this share "
+                                          "of their in-plane surroundings labelled liver become background; 0: off.")
 
 
 @dataclass(frozen=True)

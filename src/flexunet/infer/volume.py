@@ -141,7 +141,10 @@ def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = Non
             labels = predict_volume(predictor, u8, cfg)
             t_pred = time.perf_counter() - t0
             if postprocess and cfg.model.num_classes == 3:
-                labels = postprocess_liver_tumour(labels)
+                voxel_mm3 = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) or 1.0
+                labels = postprocess_liver_tumour(
+                    labels, min_tumour_voxels=int(np.ceil(cfg.infer.min_tumour_mm3 / voxel_mm3)),
+                    tumour_liver_contact=cfg.infer.tumour_liver_contact)
             elif postprocess and cfg.model.num_classes == 2:
                 from .postprocess import largest_component
 
