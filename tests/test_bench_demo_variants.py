@@ -52,3 +52,30 @@ def test_selection_summary_pools_only_cases_with_tumour(dv, tmp_path, monkeypatc
     assert s["tumour_pooled"] == pytest.approx(2 * (1.0 + 1.0) / (4.0 + 2.0))  # 2*sum(I)/sum(P+G)
     assert s["liver_mean"] == pytest.approx(0.8)
     assert (s["n_with_tumour"], s["fp_on_tumour_free"], s["n_tumour_free"]) == (2, 1, 1)
+
+
+def test_post_variant_refuses_settings_that_need_training(dv, tmp_path):
+    base = {"name": "shipped", "sets": [], "seconds": 1.0, "ok": True, "test": {"cases": {}}}
+    with pytest.raises(SystemExit, match="expected \\[infer\\] keys only"):
+        dv.post_variant("x", base, ["infer.min_tumour_mm3=300", "train.seed=7"], tmp_path)
+
+
+def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    b = out / "runs" / "shipped"
+    (b / "models").mkdir(parents=True)
+    (b / "cases" / "phantom_006").mkdir(parents=True)
+    (b / "cases" / "phantom_006" / "label.nii.gz").write_bytes(b"x")
+    (b / "train_eval_infer.config").write_text("[model]\n")
+    calls = []
+    monkeypatch.setattr(dv, "_flexunet", lambda *a: calls.append(a))
+    monkeypatch.setattr(dv, "score_run", lambda d, sets_args, o: {"sets_args": sets_args})
+    base = {"name": "shipped", "sets": ["train.seed=7"], "seconds": 5.0, "ok": True, "epochs": 9,
+            "test": {"cases": {"phantom_006": {}}}}
+    row = dv.post_variant("pp", base, ["infer.min_tumour_mm3=300"], out)
+    d = out / "runs" / "pp"
+    assert (d / "models").resolve() == (b / "models").resolve() and (d / "gt" / "phantom_006" / "label.nii.gz").exists()
+    assert row["sets"] == ["train.seed=7", "infer.min_tumour_mm3=300"] and row["post_of"] == "shipped"
+    assert row["epochs"] == 9 and row["sets_args"] == ["--set", "train.seed=7", "--set", "infer.min_tumour_mm3=300"]
+    assert calls[0][0] == "infer-volume" and calls[0][-2:] == ("--set", "infer.min_tumour_mm3=300")
+    assert calls[1][0] == "evaluate-volume"
