@@ -191,7 +191,19 @@ def score_run(d: Path, sets_args: list[str], out: Path) -> dict:
     res["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
     res["select"] = score_selection(d, sets_args, selection_set(out))
     res["lesions"] = lesions(d, sorted(res["test"]["cases"]))
+    res["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(out), d / "pred_select"))
     return res
+
+
+def lesion_summary(rows: list[dict], small: int = 100) -> dict:
+    """How many lesions are found (at least half their voxels labelled tumour) and how many are
+    mostly labelled background, split at ``small`` voxels."""
+    out = {}
+    for key, sel in (("small", [r for r in rows if r["voxels"] < small]),
+                     ("large", [r for r in rows if r["voxels"] >= small])):
+        out[key] = {"n": len(sel), "found": sum(r["found"] >= 0.5 for r in sel),
+                    "background": sum(r["background"] >= 0.5 for r in sel)}
+    return out
 
 
 def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
@@ -225,19 +237,20 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
     return row
 
 
-def lesions(d: Path, cases: list[str]) -> list[dict]:
-    """Each test lesion (26-connected label 2): size, mean +- SD HU against a 3-voxel ring of liver
-    around it, and the fractions of its voxels the demo's prediction (``pred/``) labels tumour and
-    background (the rest is labelled liver)."""
+def lesions(d: Path, cases: list[str], cases_dir: Path | None = None, pred_dir: Path | None = None) -> list[dict]:
+    """Each lesion (26-connected label 2) of ``cases`` (default: the test cases, ``<d>/cases``,
+    predicted in ``<d>/pred``): size, mean +- SD HU against a 3-voxel ring of liver around it, and
+    the fractions of its voxels the prediction labels tumour and background (the rest is liver)."""
     import nibabel as nib
     import numpy as np
     from scipy import ndimage
 
+    cases_dir, pred_dir = cases_dir or d / "cases", pred_dir or d / "pred"
     rows = []
     for case in cases:
-        img = np.asarray(nib.load(d / "cases" / case / "image.nii.gz").dataobj, dtype=np.float32)
-        lab = np.asarray(nib.load(d / "cases" / case / "label.nii.gz").dataobj)
-        pred = np.asarray(nib.load(d / "pred" / f"{case}.nii.gz").dataobj)
+        img = np.asarray(nib.load(cases_dir / case / "image.nii.gz").dataobj, dtype=np.float32)
+        lab = np.asarray(nib.load(cases_dir / case / "label.nii.gz").dataobj)
+        pred = np.asarray(nib.load(pred_dir / f"{case}.nii.gz").dataobj)
         comp, n = ndimage.label(lab == 2, structure=np.ones((3, 3, 3), bool))
         for i in range(1, n + 1):
             m = comp == i
@@ -262,6 +275,11 @@ def _fp(r: dict) -> str:
     return f"{s['fp_on_tumour_free']} of {s['n_tumour_free']}" + (f" (up to {max(ml):.2f} mL)" if max(ml, default=0) else "")
 
 
+def _found(r: dict) -> str:
+    s = (r.get("select_lesions") or {}).get("large")
+    return "-" if not s else f"{s['found']} / {s['background']} of {s['n']}"
+
+
 def render(report: dict) -> str:
     m = report["meta"]
     lines = ["# Phantom demo variants", "", f"- command: `{m['command']}`",
@@ -274,14 +292,14 @@ def render(report: dict) -> str:
     rows = []
     for r in report["runs"]:
         if not r.get("ok"):
-            rows.append([r["name"], "; ".join(r["sets"]) or "-", "failed"] + [""] * 10)
+            rows.append([r["name"], "; ".join(r["sets"]) or "-", "failed"] + [""] * 11)
             continue
         v = r["valid"]["cases"].get("phantom_005", {})
         t = r["test"]["cases"]
         rows.append([r["name"], "; ".join(r["sets"]) or "(the shipped demo config)", r.get("epochs", "-"),
                      f"{v.get('liver', {}).get('dice', float('nan')):.3f}",
                      f"{v.get('tumour', {}).get('dice', float('nan')):.3f}",
-                     _sel(r, "liver_mean"), _sel(r, "tumour_mean"), _sel(r, "tumour_pooled"), _fp(r),
+                     _sel(r, "liver_mean"), _sel(r, "tumour_mean"), _sel(r, "tumour_pooled"), _fp(r), _found(r),
                      f"{r['test']['aggregate'].get('liver', float('nan')):.3f}",
                      f"{r['test']['aggregate'].get('tumour', float('nan')):.3f}",
                      " / ".join(f"{t[c]['tumour']['dice']:.3f}" for c in sorted(t) if "tumour" in t[c]),
@@ -289,6 +307,7 @@ def render(report: dict) -> str:
     lines.append(_common.md_table(["variant", "overrides", "epochs", "valid liver", "valid tumour",
                                    "select liver", "select tumour (mean)", "select tumour (pooled)",
                                    "select tumour-free cases with tumour labelled",
+                                   "select lesions >= 100 voxels found / mostly labelled background",
                                    "test liver (mean)", "test tumour (mean)", "test tumour 006 / 007",
                                    "demo min"], rows))
     for r in report["runs"]:
@@ -330,7 +349,9 @@ def main(argv=None) -> int:
                 r["select"] = score_selection(args.out / "runs" / r["name"],
                                               [a for x in demo_sets for a in ("--set", x)], sel)
             if args.lesions:
-                r["lesions"] = lesions(args.out / "runs" / r["name"], sorted(r["test"]["cases"]))
+                d = args.out / "runs" / r["name"]
+                r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
+                r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))
         _common.save_results("demo_variants", report, old)
         atomic_save_text(args.out / "demo_variants.md", render(report))
         print(render(report))

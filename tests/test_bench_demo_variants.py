@@ -79,3 +79,11 @@ def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, 
     assert row["epochs"] == 9 and row["sets_args"] == ["--set", "train.seed=7", "--set", "infer.min_tumour_mm3=300"]
     assert calls[0][0] == "infer-volume" and calls[0][-2:] == ("--set", "infer.min_tumour_mm3=300")
     assert calls[1][0] == "evaluate-volume"
+
+
+def test_lesion_summary_splits_small_and_large(dv):
+    rows = [{"voxels": 20, "found": 0.6, "background": 0.0}, {"voxels": 150, "found": 0.2, "background": 0.7},
+            {"voxels": 500, "found": 0.5, "background": 0.1}, {"voxels": 99, "found": 0.0, "background": 0.0}]
+    s = dv.lesion_summary(rows)
+    assert s == {"small": {"n": 2, "found": 1, "background": 0}, "large": {"n": 2, "found": 1, "background": 1}}
+    assert dv._found({"select_lesions": s}) == "1 / 1 of 2" and dv._found({}) == "-"

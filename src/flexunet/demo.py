@@ -75,7 +75,8 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
     for cls, target in TARGETS.items():
         dice = agg[cls]["dice_mean"]
         verdict[cls] = dice >= target
-        print(f"{cls:7s} per-case Dice {dice:.3f} (target >= {target}): {'met' if verdict[cls] else 'NOT met'}")
+        print(f"{cls:7s} per-case Dice {dice:.3f} (target >= {target}): {'met' if verdict[cls] else 'NOT met'}"
+              f"; global Dice (pooled over the cases) {agg[cls]['dice_global']:.3f}")
     for name, s in steps:
         print(f"  {name:20s} {s:6.1f} s")
     print(f"  total                {time.perf_counter() - t0:6.1f} s")
