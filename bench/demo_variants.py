@@ -50,28 +50,49 @@ AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=
        "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
 PATCH = ["train.patch_size=(128,128)", "train.oversample_class=2", "train.epochs=200"]
 POLY = ["train.lr_schedule=poly", "train.patience=0"]
+# the demo config now trains with synthetic lesions and filters the tumours it finds (chosen on the
+# selection set below); BASE turns both off: the recipe shipped before, which most rows vary
+SYNTH_OFF = ["train.synth_lesions=0"]
+FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0"]
+BASE = SYNTH_OFF + FILTERS_OFF
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
-    "dice_ce": ["model.loss=dice_ce"],
-    "aug": AUG,
-    "wide24": ["model.base_filters=24"],
+    # what each half does: filters without synthetic lesions, synthetic lesions without filters
+    "base": BASE,
+    "base_seed7": BASE + ["train.seed=7"],
+    "base_filters": SYNTH_OFF,
+    "base_seed7_filters": SYNTH_OFF + ["train.seed=7"],
+    "synth30_nofilter": FILTERS_OFF,
+    "synth30_nofilter_seed7": FILTERS_OFF + ["train.seed=7"],
+    # more synthetic lesions, or lesions of the default contrast and size (20-60 HU, 3-12 px)
+    "synth50": ["train.synth_lesions=0.5"],
+    "synth50_nofilter": ["train.synth_lesions=0.5"] + FILTERS_OFF,
+    "synth50_c20_nofilter": ["train.synth_lesions=0.5", "train.synth_lesion_contrast=(20,60)",
+                             "train.synth_lesion_radius=(3,12)"] + FILTERS_OFF,
+    # more training phantoms (11 instead of 7; valid and test cases unchanged)
+    "synth30_c14": ["demo.cases=14"],
+    "synth30_c14_nofilter": ["demo.cases=14"] + FILTERS_OFF,
+    # the earlier recipe search, all without synthetic lesions and filters
+    "base_dice_ce": BASE + ["model.loss=dice_ce"],
+    "base_aug": BASE + AUG,
+    "base_wide24": BASE + ["model.base_filters=24"],
     # random 128x128 training patches, a third of them centred near tumour (nnU-Net style); an epoch is
     # over twice as fast, so the demo config's cap of 40 epochs would end training before the budget
-    "patch128": PATCH,
-    "patch128_fg50": PATCH + ["train.patch_foreground_fraction=0.5"],
+    "base_patch128": BASE + PATCH,
+    "base_patch128_fg50": BASE + PATCH + ["train.patch_foreground_fraction=0.5"],
     # the same, trained for the whole budget: no early stop, nnU-Net's poly LR decay over the time budget
-    "poly": POLY,
-    "patch128_poly": PATCH + POLY,
-    "patch128_fg50_poly": PATCH + POLY + ["train.patch_foreground_fraction=0.5"],
+    "base_poly": BASE + POLY,
+    "base_patch128_poly": BASE + PATCH + POLY,
+    "base_patch128_fg50_poly": BASE + PATCH + POLY + ["train.patch_foreground_fraction=0.5"],
     # more training phantoms (11 or 17 instead of 7; valid and test cases unchanged)
-    "patch128_poly_c14": ["demo.cases=14"] + PATCH + POLY,
-    "patch128_poly_c20": ["demo.cases=20"] + PATCH + POLY,
-    "patch128_poly_c14_seed7": ["demo.cases=14"] + PATCH + POLY + ["train.seed=7"],
-    # is the 8-minute budget the limit? the shipped recipe with 20 minutes (and room for the epochs)
-    "shipped_20min": ["train.max_time_minutes=20", "train.epochs=200"],
-    # the shipped recipe early-stops itself before 8 minutes; this one uses all of 20
-    "poly_20min": POLY + ["train.max_time_minutes=20", "train.epochs=200"],
+    "base_patch128_poly_c14": ["demo.cases=14"] + BASE + PATCH + POLY,
+    "base_patch128_poly_c20": ["demo.cases=20"] + BASE + PATCH + POLY,
+    "base_patch128_poly_c14_seed7": ["demo.cases=14"] + BASE + PATCH + POLY + ["train.seed=7"],
+    # is the 8-minute budget the limit? the base recipe with 20 minutes (and room for the epochs)
+    "base_20min": BASE + ["train.max_time_minutes=20", "train.epochs=200"],
+    # the base recipe early-stops itself before 8 minutes; this one uses all of 20
+    "base_poly_20min": BASE + POLY + ["train.max_time_minutes=20", "train.epochs=200"],
 }
 
 
@@ -218,7 +239,7 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     for sub in ("models", "cases"):
-        (d / sub).symlink_to(b / sub, target_is_directory=True)
+        (d / sub).symlink_to(Path("..") / base["name"] / sub, target_is_directory=True)  # runs/ may move
     shutil.copy(b / "train_eval_infer.config", d / "train_eval_infer.config")
     sets = list(base["sets"]) + list(extra)
     _, demo_sets = _demo_sets(sets)
