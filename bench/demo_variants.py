@@ -212,8 +212,31 @@ def score_run(d: Path, sets_args: list[str], out: Path) -> dict:
     res["valid"] = _case_rows(d / "eval_valid" / "volume_metrics.json")
     res["select"] = score_selection(d, sets_args, selection_set(out))
     res["lesions"] = lesions(d, sorted(res["test"]["cases"]))
+    res["false_tumour"] = false_tumour(d, sorted(res["test"]["cases"]))
     res["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(out), d / "pred_select"))
     return res
+
+
+def false_tumour(d: Path, cases: list[str]) -> list[dict]:
+    """Each predicted tumour component (26-connected) of the test cases that is mostly not tumour in
+    the label: size, mean HU, and the shares of it the label calls background and liver."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    rows = []
+    for case in cases:
+        img = np.asarray(nib.load(d / "cases" / case / "image.nii.gz").dataobj, dtype=np.float32)
+        lab = np.asarray(nib.load(d / "cases" / case / "label.nii.gz").dataobj)
+        pred = np.asarray(nib.load(d / "pred" / f"{case}.nii.gz").dataobj)
+        comp, n = ndimage.label(pred == 2, structure=np.ones((3, 3, 3), bool))
+        for i in range(1, n + 1):
+            m = comp == i
+            if (lab[m] == 2).mean() >= 0.5:
+                continue
+            rows.append({"case": case, "voxels": int(m.sum()), "hu": float(img[m].mean()),
+                         "label_background": float((lab[m] == 0).mean()), "label_liver": float((lab[m] == 1).mean())})
+    return rows
 
 
 def lesion_summary(rows: list[dict], small: int = 100) -> dict:
@@ -339,6 +362,13 @@ def render(report: dict) -> str:
                 [[x["case"], x["voxels"], "%.0f +- %.0f" % tuple(x["hu"]), "%.0f +- %.0f" % tuple(x["ring_hu"]),
                   "%+.0f" % (x["hu"][0] - x["ring_hu"][0]), "%.0f%%" % (100 * x["found"]),
                   "%.0f%%" % (100 * x["background"]) if "background" in x else "-"] for x in r["lesions"]]))
+        if r.get("false_tumour"):
+            lines += ["", f"False tumour in the test cases, variant {r['name']} (components mostly not tumour "
+                          "in the label):", ""]
+            lines.append(_common.md_table(
+                ["case", "voxels", "mean HU", "label: background", "label: liver"],
+                [[x["case"], x["voxels"], "%.0f" % x["hu"], "%.0f%%" % (100 * x["label_background"]),
+                  "%.0f%%" % (100 * x["label_liver"])] for x in r["false_tumour"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -372,6 +402,7 @@ def main(argv=None) -> int:
             if args.lesions:
                 d = args.out / "runs" / r["name"]
                 r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
+                r["false_tumour"] = false_tumour(d, sorted(r["test"]["cases"]))
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))
         _common.save_results("demo_variants", report, old)
         atomic_save_text(args.out / "demo_variants.md", render(report))

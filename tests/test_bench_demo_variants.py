@@ -87,3 +87,25 @@ def test_lesion_summary_splits_small_and_large(dv):
     s = dv.lesion_summary(rows)
     assert s == {"small": {"n": 2, "found": 1, "background": 0}, "large": {"n": 2, "found": 1, "background": 1}}
     assert dv._found({"select_lesions": s}) == "1 / 1 of 2" and dv._found({}) == "-"
+
+
+def test_false_tumour_lists_predicted_components_that_are_not_tumour(dv, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    d = tmp_path / "run"
+    (d / "cases" / "c").mkdir(parents=True)
+    (d / "pred").mkdir()
+    lab = np.zeros((20, 20, 4), np.uint8)
+    lab[2:15, 2:15, :] = 1
+    lab[4:8, 4:8, 1:3] = 2
+    pred = lab.copy()
+    pred[10:12, 10:12, 1] = 2          # 4 voxels of liver called tumour
+    pred[16:19, 16:19, 2] = 2          # 9 voxels of background called tumour
+    img = np.full(lab.shape, 60.0, np.float32)
+    img[16:19, 16:19, 2] = -5.0
+    for name, arr in (("cases/c/image.nii.gz", img), ("cases/c/label.nii.gz", lab), ("pred/c.nii.gz", pred)):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), d / name)
+    rows = sorted(dv.false_tumour(d, ["c"]), key=lambda r: r["voxels"])
+    assert [r["voxels"] for r in rows] == [4, 9]  # the true lesion is not listed
+    assert rows[0]["label_liver"] == 1.0 and rows[1]["label_background"] == 1.0 and rows[1]["hu"] == -5.0
