@@ -325,6 +325,9 @@ def _found(r: dict) -> str:
 
 
 def render(report: dict) -> str:
+    """Markdown of ``report``, its rows in the order of VARIANTS (others after them)."""
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    report = dict(report, runs=sorted(report["runs"], key=lambda r: order.get(r["name"], len(order))))
     m = report["meta"]
     lines = ["# Phantom demo variants", "", f"- command: `{m['command']}`",
              f"- machine: {_common.machine_line(m['machine'])}",
