@@ -246,7 +246,9 @@ def lesion_summary(rows: list[dict], small: int = 100) -> dict:
     for key, sel in (("small", [r for r in rows if r["voxels"] < small]),
                      ("large", [r for r in rows if r["voxels"] >= small])):
         out[key] = {"n": len(sel), "found": sum(r["found"] >= 0.5 for r in sel),
-                    "background": sum(r["background"] >= 0.5 for r in sel)}
+                    "background": sum(r["background"] >= 0.5 for r in sel),
+                    # of those mostly labelled background: how many reach the liver's surface
+                    "background_at_surface": sum(r["background"] >= 0.5 and r.get("surface", 0) > 0 for r in sel)}
     return out
 
 
@@ -283,8 +285,10 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
 
 def lesions(d: Path, cases: list[str], cases_dir: Path | None = None, pred_dir: Path | None = None) -> list[dict]:
     """Each lesion (26-connected label 2) of ``cases`` (default: the test cases, ``<d>/cases``,
-    predicted in ``<d>/pred``): size, mean +- SD HU against a 3-voxel ring of liver around it, and
-    the fractions of its voxels the prediction labels tumour and background (the rest is liver)."""
+    predicted in ``<d>/pred``): size, mean +- SD HU against a 3-voxel ring of liver around it, the
+    fractions of its voxels the prediction labels tumour and background (the rest is liver), and
+    ``surface``: the share of the voxels touching it that the label calls background (0: wholly
+    inside the liver)."""
     import nibabel as nib
     import numpy as np
     from scipy import ndimage
@@ -299,10 +303,12 @@ def lesions(d: Path, cases: list[str], cases_dir: Path | None = None, pred_dir: 
         for i in range(1, n + 1):
             m = comp == i
             ring = ndimage.binary_dilation(m, iterations=3) & ~m & (lab == 1)
+            shell = ndimage.binary_dilation(m, structure=np.ones((3, 3, 3), bool)) & ~m
             rows.append({"case": case, "voxels": int(m.sum()),
                          "hu": [float(img[m].mean()), float(img[m].std())],
                          "ring_hu": [float(img[ring].mean()), float(img[ring].std())],
-                         "found": float((pred[m] == 2).mean()), "background": float((pred[m] == 0).mean())})
+                         "found": float((pred[m] == 2).mean()), "background": float((pred[m] == 0).mean()),
+                         "surface": float((lab[shell] == 0).mean())})
     return rows
 
 
@@ -321,7 +327,10 @@ def _fp(r: dict) -> str:
 
 def _found(r: dict) -> str:
     s = (r.get("select_lesions") or {}).get("large")
-    return "-" if not s else f"{s['found']} / {s['background']} of {s['n']}"
+    if not s:
+        return "-"
+    at = f" ({s['background_at_surface']} at the liver's surface)" if "background_at_surface" in s else ""
+    return f"{s['found']} / {s['background']}{at} of {s['n']}"
 
 
 def render(report: dict) -> str:

@@ -82,11 +82,14 @@ def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, 
 
 
 def test_lesion_summary_splits_small_and_large(dv):
-    rows = [{"voxels": 20, "found": 0.6, "background": 0.0}, {"voxels": 150, "found": 0.2, "background": 0.7},
-            {"voxels": 500, "found": 0.5, "background": 0.1}, {"voxels": 99, "found": 0.0, "background": 0.0}]
+    rows = [{"voxels": 20, "found": 0.6, "background": 0.0, "surface": 0.0},
+            {"voxels": 150, "found": 0.2, "background": 0.7, "surface": 0.2},
+            {"voxels": 500, "found": 0.5, "background": 0.1, "surface": 0.0},
+            {"voxels": 99, "found": 0.0, "background": 0.0, "surface": 0.3}]
     s = dv.lesion_summary(rows)
-    assert s == {"small": {"n": 2, "found": 1, "background": 0}, "large": {"n": 2, "found": 1, "background": 1}}
-    assert dv._found({"select_lesions": s}) == "1 / 1 of 2" and dv._found({}) == "-"
+    assert s == {"small": {"n": 2, "found": 1, "background": 0, "background_at_surface": 0},
+                 "large": {"n": 2, "found": 1, "background": 1, "background_at_surface": 1}}
+    assert dv._found({"select_lesions": s}) == "1 / 1 (1 at the liver's surface) of 2" and dv._found({}) == "-"
 
 
 def test_false_tumour_lists_predicted_components_that_are_not_tumour(dv, tmp_path):
@@ -109,3 +112,5 @@ def test_false_tumour_lists_predicted_components_that_are_not_tumour(dv, tmp_pat
     rows = sorted(dv.false_tumour(d, ["c"]), key=lambda r: r["voxels"])
     assert [r["voxels"] for r in rows] == [4, 9]  # the true lesion is not listed
     assert rows[0]["label_liver"] == 1.0 and rows[1]["label_background"] == 1.0 and rows[1]["hu"] == -5.0
+    les = dv.lesions(d, ["c"])
+    assert len(les) == 1 and les[0]["voxels"] == 32 and les[0]["found"] == 1.0 and les[0]["surface"] == 0.0
