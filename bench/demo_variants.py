@@ -58,9 +58,11 @@ BASE = SYNTH_OFF + FILTERS_OFF
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
+    "seed123": ["train.seed=123"],
     # what each half does: filters without synthetic lesions, synthetic lesions without filters
     "base": BASE,
     "base_seed7": BASE + ["train.seed=7"],
+    "base_seed123": BASE + ["train.seed=123"],
     "base_filters": SYNTH_OFF,
     "base_seed7_filters": SYNTH_OFF + ["train.seed=7"],
     "synth30_nofilter": FILTERS_OFF,
