@@ -107,11 +107,24 @@ def test_training_dataset_gets_lesions_validation_does_not(tiny_project, monkeyp
     assert valid.augment is None
 
 
-def test_chain_skips_none():
+def _plus_one(i, m, r):
+    return i + 1, m
+
+
+def test_chain_skips_none_and_the_transforms_pickle(tiny_project):
+    import pickle
+
     assert chain(None, None) is None
-    f = lambda i, m, r: (i + 1, m)  # noqa: E731
-    assert chain(None, f) is f
-    assert chain(f, f)(0, 0, None) == (2, 0)
+    assert chain(None, _plus_one) is _plus_one
+    assert chain(_plus_one, _plus_one)(0, 0, None) == (2, 0)
+    # DataLoader workers started with spawn receive the dataset, transforms included, by pickle
+    cfg = load_config(tiny_project / "train_eval_infer.config",
+                      ["train.synth_lesions=1.0", "model.generator=True", "augmentor.hflip=True"])
+    t = pickle.loads(pickle.dumps(training_augment(cfg)))
+    image, mask = _organ()
+    a = t(image, mask, np.random.default_rng(4))
+    b = training_augment(cfg)(image, mask, np.random.default_rng(4))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and (a[1] == 2).any()
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -87,9 +87,23 @@ def paint_lesions(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return image, mask
 
 
+class LesionPainter:
+    """``(image, mask, rng) -> (image, mask)``: with probability ``p``, :func:`paint_lesions` with
+    ``kwargs``.  A class of plain numbers (not a closure) so it pickles into DataLoader workers
+    started with spawn, like :class:`~flexunet.data.augment.Augmenter`."""
+
+    def __init__(self, p: float, **kwargs):
+        self.p = float(p)
+        self.kwargs = kwargs
+
+    def __call__(self, image, mask, rng):
+        if rng.uniform() >= self.p:
+            return image, mask
+        return paint_lesions(image, mask, rng, **self.kwargs)
+
+
 def lesion_transform(cfg):
-    """``(image, mask, rng) -> (image, mask)`` painting synthetic lesions; None when
-    ``[train] synth_lesions`` is 0."""
+    """A :class:`LesionPainter` for ``[train] synth_lesions``; None when that is 0."""
     t = cfg.train
     p = float(t.synth_lesions)
     if p <= 0:
@@ -100,18 +114,23 @@ def lesion_transform(cfg):
         offsets = (-1, 0, 1)
     else:
         offsets = (0,) * c
-    kw = dict(count=tuple(int(v) for v in t.synth_lesion_count),
-              radius=tuple(float(v) for v in t.synth_lesion_radius),
-              contrast=tuple(float(v) / (hi - lo) for v in t.synth_lesion_contrast),
-              half_slices=tuple(float(v) for v in t.synth_lesion_half_slices),
-              offsets=offsets, lesion_class=int(t.synth_lesion_class))
+    return LesionPainter(p, count=tuple(int(v) for v in t.synth_lesion_count),
+                         radius=tuple(float(v) for v in t.synth_lesion_radius),
+                         contrast=tuple(float(v) / (hi - lo) for v in t.synth_lesion_contrast),
+                         half_slices=tuple(float(v) for v in t.synth_lesion_half_slices),
+                         offsets=offsets, lesion_class=int(t.synth_lesion_class))
 
-    def paint(image, mask, rng):
-        if rng.uniform() >= p:
-            return image, mask
-        return paint_lesions(image, mask, rng, **kw)
 
-    return paint
+class Chain:
+    """``(image, mask, rng)`` transforms applied left to right (picklable)."""
+
+    def __init__(self, transforms):
+        self.transforms = tuple(transforms)
+
+    def __call__(self, image, mask, rng):
+        for t in self.transforms:
+            image, mask = t(image, mask, rng)
+        return image, mask
 
 
 def chain(*transforms):
@@ -119,15 +138,7 @@ def chain(*transforms):
     ts = [t for t in transforms if t is not None]
     if not ts:
         return None
-    if len(ts) == 1:
-        return ts[0]
-
-    def run(image, mask, rng):
-        for t in ts:
-            image, mask = t(image, mask, rng)
-        return image, mask
-
-    return run
+    return ts[0] if len(ts) == 1 else Chain(ts)
 
 
 def training_augment(cfg):
