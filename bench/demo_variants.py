@@ -259,6 +259,8 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
     and selection cases are segmented again into ``runs/<name>``; no training."""
     import shutil
 
+    if name == base["name"]:
+        raise SystemExit(f"--post {name}: the new row needs its own name (its folder would replace the base run's)")
     bad = [s for s in extra if not s.startswith("infer.")]
     if bad:
         raise SystemExit(f"--post {name}: {bad} change more than inference; expected [infer] keys only")

@@ -58,6 +58,8 @@ def test_post_variant_refuses_settings_that_need_training(dv, tmp_path):
     base = {"name": "shipped", "sets": [], "seconds": 1.0, "ok": True, "test": {"cases": {}}}
     with pytest.raises(SystemExit, match="expected \\[infer\\] keys only"):
         dv.post_variant("x", base, ["infer.min_tumour_mm3=300", "train.seed=7"], tmp_path)
+    with pytest.raises(SystemExit, match="its own name"):
+        dv.post_variant("shipped", base, ["infer.min_tumour_mm3=300"], tmp_path)
 
 
 def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, monkeypatch):
