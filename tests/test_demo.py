@@ -17,11 +17,19 @@ def _sets(items):
 
 def test_demo_runs_every_step_and_reports_targets(tmp_path, capsys):
     out = tmp_path / "demo"
+    # a folder the demo replaces may be a link left by another tool: it must not write through it
+    other = tmp_path / "other_models"
+    other.mkdir()
+    (other / "best.pt").write_bytes(b"someone else's")
+    out.mkdir()
+    (out / "models").symlink_to(other, target_is_directory=True)
     rc = main(["--quiet", "demo", str(out), "--strict", *_sets(TINY)])
+    assert (other / "best.pt").read_bytes() == b"someone else's" and not (out / "models").is_symlink()
     # one epoch of a 4-filter model at 64x64 cannot reach tumour Dice 0.80: --strict must say so
     assert rc != 0
     text = capsys.readouterr().out
     assert "per-case Dice" in text and "target >= 0.95" in text and "target >= 0.8" in text
+    assert "global Dice (pooled over the cases)" in text
     assert "NOT met" in text
     # the overrides reached training: the model was built at 64x64 with 4 filters
     from flexunet.train.checkpoint import load_state_dict

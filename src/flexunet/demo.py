@@ -51,7 +51,10 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
             raise SystemExit(f"demo step {name!r} failed with exit code {rc}")
 
     for sub in ("cases", "dataset", "models", "eval", "pred", "epoch_change_infer", "mini_test_output"):
-        shutil.rmtree(out / sub, ignore_errors=True)
+        if (out / sub).is_symlink():  # rmtree refuses links; left in place, the demo would write through it
+            (out / sub).unlink()
+        else:
+            shutil.rmtree(out / sub, ignore_errors=True)
     step("phantom", ["phantom", str(out / "cases"), "--cases", str(cases), "--seed", "0"])
     step("slice", ["slice", str(cfg_path), *sets])
     step("train", ["train", str(cfg_path), *sets])
