@@ -148,13 +148,18 @@ def test_infer_volume_applies_the_tumour_filters_in_mm3(project):
     img = nib.Nifti1Image(np.zeros(lab.shape, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))  # 8 mm^3 voxels, RAS
     nib.save(img, project / "ct.nii.gz")
     out = project / "pred"
-    cfg = load_config(project / "c.config", ["infer.min_tumour_mm3=16", "infer.tumour_liver_contact=0.5",
-                                             "model.image_width=40", "model.image_height=40"])
+    size = ["model.image_width=40", "model.image_height=40"]
+    cfg = load_config(project / "c.config", ["infer.min_tumour_mm3=300", "infer.tumour_liver_contact=0.5", *size])
     infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
     got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
-    # 1 voxel = 8 mm^3 < 16: liver; the lesion astride the edge: background; the inner one kept
+    # 300 mm^3 is 38 voxels of 8 mm^3: the speck (8 mm^3) becomes liver, the inner lesion (72 voxels,
+    # 576 mm^3) stays (read as 300 voxels it would go); the lesion astride the edge becomes background
     assert got[20, 20, 2] == 1 and (got[10:16, 10:16, 2:4] == 2).all() and not got[12:18, 30:34, 2:4].any()
-    cfg = load_config(project / "c.config", ["model.image_width=40", "model.image_height=40"])
+    cfg = load_config(project / "c.config", ["infer.min_tumour_mm3=600", *size])
+    infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
+    got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
+    assert (got[10:16, 10:16, 2:4] == 1).all()  # 576 mm^3 < 600: liver
+    cfg = load_config(project / "c.config", size)
     infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
     got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
     assert got[20, 20, 2] == 2 and (got[12:18, 28:34, 2:4] == 2).all()  # defaults: both filters off
