@@ -1,6 +1,6 @@
 """Synthetic lesions for training (``[train] synth_lesions``): hypodense blobs painted into the organ.
 
-A liver-tumour model sees few lesions: the demo's seven training phantoms hold about fifteen, and
+A liver-tumour model sees few lesions: the demo's seven training phantoms hold 17 (their manifest), and
 a lesion at the organ's border or of low contrast may be unlike any of them.  Tumour synthesis
 (Hu et al., "Label-free liver tumor segmentation", CVPR 2023; Yang et al., "TumorCP", MICCAI
 2021) adds lesions to training images: here, with probability ``synth_lesions``, a training slice
