@@ -77,7 +77,9 @@ def test_dataset_yields_patches_only_when_configured(tiny_project):
     assert patch_transform(cfg) is None
     assert SliceDataset(pairs, cfg)[0][0].shape == (3, 64, 64)
     cfg = load_config(p, ["train.patch_size=(32,32)", "train.patch_foreground_fraction=1.0", "train.oversample_class=2"])
-    ds = SliceDataset(pairs, cfg, crop=patch_transform(cfg), seed=5)
+    import pickle
+
+    ds = pickle.loads(pickle.dumps(SliceDataset(pairs, cfg, crop=patch_transform(cfg), seed=5)))  # spawn workers
     items = [ds[i] for i in range(len(ds))]
     assert all(x.shape == (3, 32, 32) and y.shape == (32, 32) for x, y in items)
     assert all((y == 2).any() for _, y in items)  # every synthetic slice holds tumour: every patch shows it

@@ -49,14 +49,20 @@ def random_patch(image: np.ndarray, mask: np.ndarray, size: Sequence[int], fg_fr
     return image[:, top:top + ph, left:left + pw], mask[top:top + ph, left:left + pw]
 
 
+class PatchCropper:
+    """``(image, mask, rng) -> (image, mask)``: :func:`random_patch` with fixed settings.  A class of
+    plain values (not a closure) so it pickles into spawn-started DataLoader workers."""
+
+    def __init__(self, size: Sequence[int], fg_fraction: float, prefer_class: Optional[int] = None):
+        self.size, self.fg_fraction, self.prefer_class = tuple(size), float(fg_fraction), prefer_class
+
+    def __call__(self, image, mask, rng):
+        return random_patch(image, mask, self.size, self.fg_fraction, rng, self.prefer_class)
+
+
 def patch_transform(cfg):
-    """``(image, mask, rng) -> (image, mask)`` cropping to ``cfg.train.patch_size``; None without one."""
+    """A :class:`PatchCropper` for ``cfg.train.patch_size``; None without one."""
     t = cfg.train
     if not t.patch_size:
         return None
-    size, frac, prefer = tuple(t.patch_size), float(t.patch_foreground_fraction), t.oversample_class
-
-    def crop(image, mask, rng):
-        return random_patch(image, mask, size, frac, rng, prefer)
-
-    return crop
+    return PatchCropper(t.patch_size, t.patch_foreground_fraction, t.oversample_class)
