@@ -194,6 +194,7 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
         return row
     hist = d / "eval" / "train_losses.csv"
     row["epochs"] = max(0, len(hist.read_text().strip().splitlines()) - 1) if hist.exists() else None
+    row["best_epoch"] = _best_epoch(d)
     row.update(score_run(d, sets_args, out))
     return row
 
@@ -219,18 +220,34 @@ def score_run(d: Path, sets_args: list[str], out: Path) -> dict:
     return res
 
 
+def _case_arrays(cases_dir: Path, pred_dir: Path, case: str):
+    """(image HU float32, label, prediction) of one case, as stored."""
+    import nibabel as nib
+    import numpy as np
+
+    return (np.asarray(nib.load(cases_dir / case / "image.nii.gz").dataobj, dtype=np.float32),
+            np.asarray(nib.load(cases_dir / case / "label.nii.gz").dataobj),
+            np.asarray(nib.load(pred_dir / f"{case}.nii.gz").dataobj))
+
+
+def _best_epoch(d: Path) -> int | None:
+    """1-based epoch of the lowest valid loss in ``<d>/history.json`` (the weights best.pt holds)."""
+    h = d / "history.json"
+    if not h.exists():
+        return None
+    loss = json.loads(h.read_text()).get("val_loss") or []
+    return 1 + min(range(len(loss)), key=loss.__getitem__) if loss else None
+
+
 def false_tumour(d: Path, cases: list[str]) -> list[dict]:
     """Each predicted tumour component (26-connected) of the test cases that is mostly not tumour in
     the label: size, mean HU, and the shares of it the label calls background and liver."""
-    import nibabel as nib
     import numpy as np
     from scipy import ndimage
 
     rows = []
     for case in cases:
-        img = np.asarray(nib.load(d / "cases" / case / "image.nii.gz").dataobj, dtype=np.float32)
-        lab = np.asarray(nib.load(d / "cases" / case / "label.nii.gz").dataobj)
-        pred = np.asarray(nib.load(d / "pred" / f"{case}.nii.gz").dataobj)
+        img, lab, pred = _case_arrays(d / "cases", d / "pred", case)
         comp, n = ndimage.label(pred == 2, structure=np.ones((3, 3, 3), bool))
         for i in range(1, n + 1):
             m = comp == i
@@ -282,7 +299,7 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
               "--output", str(d / "pred"), *sets_args)
     _flexunet("evaluate-volume", str(d / "pred"), str(d / "gt"), "--output", str(d / "eval"))
     row = {"name": name, "sets": sets, "post_of": base["name"], "seconds": base["seconds"], "ok": True,
-           "epochs": base.get("epochs")}
+           "epochs": base.get("epochs"), "best_epoch": base.get("best_epoch")}
     row.update(score_run(d, sets_args, out))
     return row
 
@@ -293,16 +310,13 @@ def lesions(d: Path, cases: list[str], cases_dir: Path | None = None, pred_dir: 
     fractions of its voxels the prediction labels tumour and background (the rest is liver), and
     ``surface``: the share of the voxels touching it that the label calls background (0: wholly
     inside the liver)."""
-    import nibabel as nib
     import numpy as np
     from scipy import ndimage
 
     cases_dir, pred_dir = cases_dir or d / "cases", pred_dir or d / "pred"
     rows = []
     for case in cases:
-        img = np.asarray(nib.load(cases_dir / case / "image.nii.gz").dataobj, dtype=np.float32)
-        lab = np.asarray(nib.load(cases_dir / case / "label.nii.gz").dataobj)
-        pred = np.asarray(nib.load(pred_dir / f"{case}.nii.gz").dataobj)
+        img, lab, pred = _case_arrays(cases_dir, pred_dir, case)
         comp, n = ndimage.label(lab == 2, structure=np.ones((3, 3, 3), bool))
         for i in range(1, n + 1):
             m = comp == i
@@ -356,7 +370,10 @@ def render(report: dict) -> str:
             continue
         v = r["valid"]["cases"].get("phantom_005", {})
         t = r["test"]["cases"]
-        rows.append([r["name"], "; ".join(r["sets"]) or "(the shipped demo config)", r.get("epochs", "-"),
+        epochs = r.get("epochs", "-")
+        if r.get("best_epoch"):
+            epochs = f"{epochs} (best {r['best_epoch']})"
+        rows.append([r["name"], "; ".join(r["sets"]) or "(the shipped demo config)", epochs,
                      f"{v.get('liver', {}).get('dice', float('nan')):.3f}",
                      f"{v.get('tumour', {}).get('dice', float('nan')):.3f}",
                      _sel(r, "liver_mean"), _sel(r, "tumour_mean"), _sel(r, "tumour_pooled"), _fp(r), _found(r),
@@ -364,7 +381,7 @@ def render(report: dict) -> str:
                      f"{r['test']['aggregate'].get('tumour', float('nan')):.3f}",
                      " / ".join(f"{t[c]['tumour']['dice']:.3f}" for c in sorted(t) if "tumour" in t[c]),
                      f"{r['seconds'] / 60:.1f}"])
-    lines.append(_common.md_table(["variant", "overrides", "epochs", "valid liver", "valid tumour",
+    lines.append(_common.md_table(["variant", "overrides", "epochs (best valid loss)", "valid liver", "valid tumour",
                                    "select liver", "select tumour (mean)", "select tumour (pooled)",
                                    "select tumour-free cases with tumour labelled",
                                    "select lesions >= 100 voxels found / mostly labelled background",
@@ -417,6 +434,7 @@ def main(argv=None) -> int:
                                               [a for x in demo_sets for a in ("--set", x)], sel)
             if args.lesions:
                 d = args.out / "runs" / r["name"]
+                r["best_epoch"] = _best_epoch(args.out / "runs" / r.get("post_of", r["name"]))
                 r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
                 r["false_tumour"] = false_tumour(d, sorted(r["test"]["cases"]))
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))

@@ -116,3 +116,9 @@ def test_false_tumour_lists_predicted_components_that_are_not_tumour(dv, tmp_pat
     assert rows[0]["label_liver"] == 1.0 and rows[1]["label_background"] == 1.0 and rows[1]["hu"] == -5.0
     les = dv.lesions(d, ["c"])
     assert len(les) == 1 and les[0]["voxels"] == 32 and les[0]["found"] == 1.0 and les[0]["surface"] == 0.0
+
+
+def test_best_epoch_is_the_lowest_valid_loss(dv, tmp_path):
+    assert dv._best_epoch(tmp_path) is None
+    (tmp_path / "history.json").write_text(json.dumps({"val_loss": [0.5, 0.3, 0.4, 0.31]}))
+    assert dv._best_epoch(tmp_path) == 2
