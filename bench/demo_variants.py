@@ -50,30 +50,37 @@ AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=
        "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
 PATCH = ["train.patch_size=(128,128)", "train.oversample_class=2", "train.epochs=200"]
 POLY = ["train.lr_schedule=poly", "train.patience=0"]
-# the demo config now trains with synthetic lesions and filters the tumours it finds (chosen on the
-# selection set below); BASE turns both off: the recipe shipped before, which most rows vary
+# the demo config now trains with synthetic lesions, filters the tumours it finds and grows them by
+# intensity (chosen on the selection set below); BASE turns all off: the recipe shipped before the
+# fifth session, which most rows vary.  Rows run before tumour_grow existed carry GROW_OFF.
 SYNTH_OFF = ["train.synth_lesions=0"]
-FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0"]
+FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0", "infer.tumour_grow=0"]
+GROW_OFF = ["infer.tumour_grow=0"]
 BASE = SYNTH_OFF + FILTERS_OFF
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
     "seed123": ["train.seed=123"],
+    # the same models without the intensity growing (the recipe shipped in the fifth session)
+    "nogrow": GROW_OFF,
+    "nogrow_seed7": GROW_OFF + ["train.seed=7"],
+    "nogrow_seed123": GROW_OFF + ["train.seed=123"],
+    "grow1": ["infer.tumour_grow=1"],  # one voxel step instead of two
     # what each half does: filters without synthetic lesions, synthetic lesions without filters
     "base": BASE,
     "base_seed7": BASE + ["train.seed=7"],
     "base_seed123": BASE + ["train.seed=123"],
-    "base_filters": SYNTH_OFF,
-    "base_seed7_filters": SYNTH_OFF + ["train.seed=7"],
+    "base_filters": SYNTH_OFF + GROW_OFF,
+    "base_seed7_filters": SYNTH_OFF + GROW_OFF + ["train.seed=7"],
     "synth30_nofilter": FILTERS_OFF,
     "synth30_nofilter_seed7": FILTERS_OFF + ["train.seed=7"],
     # more synthetic lesions, or lesions of the default contrast and size (20-60 HU, 3-12 px)
-    "synth50": ["train.synth_lesions=0.5"],
+    "synth50": ["train.synth_lesions=0.5"] + GROW_OFF,
     "synth50_nofilter": ["train.synth_lesions=0.5"] + FILTERS_OFF,
     "synth50_c20_nofilter": ["train.synth_lesions=0.5", "train.synth_lesion_contrast=(20,60)",
                              "train.synth_lesion_radius=(3,12)"] + FILTERS_OFF,
     # more training phantoms (11 instead of 7; valid and test cases unchanged)
-    "synth30_c14": ["demo.cases=14"],
+    "synth30_c14": ["demo.cases=14"] + GROW_OFF,
     "synth30_c14_nofilter": ["demo.cases=14"] + FILTERS_OFF,
     # the earlier recipe search, all without synthetic lesions and filters
     "base_dice_ce": BASE + ["model.loss=dice_ce"],
@@ -231,8 +238,9 @@ def _case_arrays(cases_dir: Path, pred_dir: Path, case: str):
 
 
 def _best_epoch(d: Path) -> int | None:
-    """1-based epoch of the lowest valid loss in ``<d>/history.json`` (the weights best.pt holds)."""
-    h = d / "history.json"
+    """1-based epoch of the lowest valid loss in the history of the run that trained ``<d>``'s model
+    (a ``--post`` row's models/ links to it, maybe through another post row)."""
+    h = ((d / "models").resolve().parent if (d / "models").exists() else d) / "history.json"
     if not h.exists():
         return None
     loss = json.loads(h.read_text()).get("val_loss") or []
@@ -281,12 +289,16 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
     bad = [s for s in extra if not s.startswith("infer.")]
     if bad:
         raise SystemExit(f"--post {name}: {bad} change more than inference; expected [infer] keys only")
-    d, b = out / "runs" / name, out / "runs" / base["name"]
+    d = out / "runs" / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     for sub in ("models", "cases"):
         (d / sub).symlink_to(Path("..") / base["name"] / sub, target_is_directory=True)  # runs/ may move
-    shutil.copy(b / "train_eval_infer.config", d / "train_eval_infer.config")
+    # a row's sets are relative to the demo config of now (rows are renamed when it changes), not to
+    # the config file the base run was trained with: the new row is scored with today's config + sets
+    from flexunet.demo import DEMO_CONFIG
+
+    shutil.copy(DEMO_CONFIG, d / "train_eval_infer.config")
     sets = list(base["sets"]) + list(extra)
     _, demo_sets = _demo_sets(sets)
     sets_args = [a for s in demo_sets for a in ("--set", s)]
@@ -434,7 +446,7 @@ def main(argv=None) -> int:
                                               [a for x in demo_sets for a in ("--set", x)], sel)
             if args.lesions:
                 d = args.out / "runs" / r["name"]
-                r["best_epoch"] = _best_epoch(args.out / "runs" / r.get("post_of", r["name"]))
+                r["best_epoch"] = _best_epoch(args.out / "runs" / r["name"])
                 r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
                 r["false_tumour"] = false_tumour(d, sorted(r["test"]["cases"]))
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))

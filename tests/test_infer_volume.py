@@ -166,10 +166,78 @@ def test_infer_volume_applies_the_tumour_filters_in_mm3(project):
 
 
 @pytest.mark.parametrize("override,needle", [("infer.min_tumour_mm3=-1", "min_tumour_mm3 = -1"),
-                                             ("infer.tumour_liver_contact=1.5", "tumour_liver_contact = 1.5")])
+                                             ("infer.tumour_liver_contact=1.5", "tumour_liver_contact = 1.5"),
+                                             ("infer.tumour_grow=-2", "tumour_grow = -2"),
+                                             ("infer.tumour_grow_beyond=-1", "tumour_grow_beyond = -1")])
 def test_tumour_filter_config_errors(project, override, needle):
     from flexunet.config import load_config
     from flexunet.errors import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
         load_config(project / "c.config", [override])
+
+
+def _lesion_phantom():
+    """A liver slab (150) in fat (0) holding a dark sphere (90, radius 8 mm) at the liver's edge, and
+    the labels a model might give: liver everywhere in the organ, tumour only on the sphere's core
+    (radius 5 mm), not in its end slices."""
+    shape = (48, 48, 16)
+    gi, gj, gk = np.indices(shape)
+    liver = gj < 36
+    r = np.sqrt((gi - 24) ** 2 + (gj - 32) ** 2 + ((gk - 8) * 2.0) ** 2)  # z voxels 2 mm, in-plane 1 mm
+    lesion = (r <= 8) & liver
+    img = np.where(liver, 150.0, 0.0)
+    img[lesion] = 90.0
+    lab = liver.astype(np.uint8)
+    lab[(r <= 5) & liver] = 2
+    return img, lab, lesion, liver
+
+
+def test_grow_tumours_takes_in_the_rest_of_the_lesion_and_nothing_else():
+    from flexunet.infer.postprocess import grow_tumours
+
+    img, lab, lesion, liver = _lesion_phantom()
+    spacing = (1.0, 1.0, 2.0)
+    assert grow_tumours(lab, img, spacing, 0) is lab  # off: untouched
+    core = (lab == 2).sum()
+    out = grow_tumours(lab, img, spacing, steps=6, sigma_mm=0.5, beyond=0)
+    got = out == 2
+    assert got.sum() > core and (got & lesion).sum() >= 0.9 * lesion.sum()
+    assert not (got & ~lesion).any()  # the bright liver and the fat stay out
+    assert (out[~liver] == 0).all() and (out[liver & ~lesion] == 1).all()
+    one = grow_tumours(lab, img, spacing, steps=1, sigma_mm=0.5, beyond=0) == 2
+    assert core < one.sum() < got.sum()  # one face step at a time
+    # too faint for min_contrast (the gap is 60): left alone
+    assert (grow_tumours(lab, img, spacing, steps=6, sigma_mm=0.5, min_contrast=61) == lab).all()
+    # a lesion part the model called background beyond the organ's outline is reached with beyond >= 1
+    cut = lab.copy()
+    cut[lesion & (np.indices(lab.shape)[1] >= 34)] = 0  # the organ outline now stops short of the lesion
+    inside = grow_tumours(cut, img, spacing, steps=6, sigma_mm=0.5, beyond=0) == 2
+    outside = grow_tumours(cut, img, spacing, steps=6, sigma_mm=0.5, beyond=2) == 2
+    assert not (inside & (cut == 0)).any()
+    assert (outside & (cut == 0) & lesion).sum() > 0 and not (outside & ~lesion).any()
+
+
+def test_infer_volume_grows_tumours_in_the_images_own_units(project):
+    from flexunet.config import load_config
+    from flexunet.infer.volume import infer_volumes
+
+    img, lab, lesion, liver = _lesion_phantom()
+    # HU: liver 60, lesion 20 (40 HU darker), fat -100; voxels 1 x 1 x 2 mm
+    hu = np.where(liver, 60, -100).astype(np.int16)
+    hu[lesion] = 20
+    nib.save(nib.Nifti1Image(hu, np.diag([1.0, 1.0, 2.0, 1.0])), project / "ct.nii.gz")
+    out = project / "pred"
+    size = ["model.image_width=48", "model.image_height=48"]
+    cfg = load_config(project / "c.config", ["infer.tumour_grow=6", *size])
+    infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
+    got = np.asarray(nib.load(out / "ct.nii.gz").dataobj) == 2
+    # the 1.5 mm smoothing blurs the lesion's outermost voxels towards the liver: most, not all, are taken
+    assert (got & lesion).sum() >= 0.8 * lesion.sum() > 2.5 * (lab == 2).sum()
+    assert (got & ~lesion).sum() <= 0.02 * lesion.sum()
+    # a lesion 40 HU darker passes the 10 HU minimum; one 8 HU darker is left as the model gave it
+    hu[lesion] = 52
+    nib.save(nib.Nifti1Image(hu, np.diag([1.0, 1.0, 2.0, 1.0])), project / "ct.nii.gz")
+    infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
+    got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
+    assert ((got == 2) == (lab == 2)).all()

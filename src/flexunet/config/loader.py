@@ -310,6 +310,10 @@ def validate(cfg: Config) -> None:
            f"{src}: [infer] min_tumour_mm3 = {cfg.infer.min_tumour_mm3}: expected >= 0 (mm^3; 0 keeps all)")
     _check(0 <= cfg.infer.tumour_liver_contact <= 1,
            f"{src}: [infer] tumour_liver_contact = {cfg.infer.tumour_liver_contact}: expected in [0, 1] (0: off)")
+    _check(cfg.infer.tumour_grow >= 0,
+           f"{src}: [infer] tumour_grow = {cfg.infer.tumour_grow}: expected >= 0 (voxel steps; 0: off)")
+    _check(cfg.infer.tumour_grow_beyond >= 0,
+           f"{src}: [infer] tumour_grow_beyond = {cfg.infer.tumour_grow_beyond}: expected >= 0 (voxels outside the organ)")
     _check(cfg.tiledinfer.overlapping >= 0,
            f"{src}: [tiledinfer] overlapping = {cfg.tiledinfer.overlapping}: expected >= 0")
 

@@ -123,6 +123,10 @@ class InferConfig:
                                     "become liver; 0: keep all.")
     tumour_liver_contact: float = _f(0.0, "infer-volume postprocessing: tumour components with less than this share "
                                           "of their in-plane surroundings labelled liver become background; 0: off.")
+    tumour_grow: int = _f(0, "infer-volume postprocessing: each tumour found grows by up to this many voxel steps "
+                             "into neighbours of its own intensity (image smoothed in 3-D), after the filters; 0: off.")
+    tumour_grow_beyond: int = _f(1, "tumour_grow may reach this many voxels outside the organ's outline "
+                                    "(a lesion at the surface the model cut off); 0: inside the organ only.")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Label-volume postprocessing: largest liver component, tumour only inside the liver, hole filling,
-and two optional tumour filters (``[infer] min_tumour_mm3`` and ``tumour_liver_contact``)."""
+two optional tumour filters (``[infer] min_tumour_mm3`` and ``tumour_liver_contact``) and an optional
+intensity refinement of the tumours found (``[infer] tumour_grow``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,3 +63,64 @@ def postprocess_liver_tumour(labels: np.ndarray, liver: int = 1, tumour: int = 2
     out[filled] = liver
     out[filled & (labels == tumour)] = tumour
     return filter_tumours(out, min_tumour_voxels, tumour_liver_contact, liver, tumour)
+
+
+def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sigma_mm: float = 1.5,
+                 min_contrast: float = 0.0, shell: int = 4, beyond: int = 1, liver: int = 1,
+                 tumour: int = 2) -> np.ndarray:
+    """Let each tumour component take in the neighbouring voxels that look like it: an intensity
+    refinement after the network, for the rims and end slices of a lesion that the model, which sees
+    one slice and its two neighbours, calls liver (or, at the organ's edge, background).
+
+    Per 26-connected tumour component, on the image smoothed with a Gaussian of ``sigma_mm`` (noise
+    averaged in 3-D, which the 2.5D model cannot do): ``t`` is the median of the component, ``l`` the
+    median of the voxels labelled liver in a ``shell`` voxels thick ring just past the ``steps`` it may
+    grow (a rim the model missed does not darken the reference).  Skipped when ``l - t`` is under
+    ``min_contrast`` (not a hypodense lesion, or too faint to tell).  Otherwise it grows by up to
+    ``steps`` face-neighbour steps into voxels whose smoothed value lies in ``t +- (l - t) / 2`` (nearer
+    the lesion than the liver, and not much darker than the lesion: fat at the organ's edge is kept
+    out), inside the organ (liver or tumour labels) or at most ``beyond`` voxels outside its outline.
+
+    ``image`` is in any intensity unit linear in HU (HU, or the windowed uint8 the model sees);
+    ``min_contrast`` is in that unit.  ``spacing`` is the voxel size in mm along each axis.  Our own
+    code: neither MONAI nor scipy offers a seeded, contrast-relative region growing (MONAI's CRF needs
+    its compiled extension).  Returns ``labels`` itself when ``steps`` is 0 or there is no tumour."""
+    if steps <= 0 or not (labels == tumour).any():
+        return labels
+    sigma = np.array([sigma_mm / max(float(s), 1e-6) for s in spacing])
+    reach = np.ceil(4.0 * sigma).astype(int)  # scipy's Gaussian is truncated at 4 sigma
+    comp, _ = ndimage.label(labels == tumour, structure=_CONN26)
+    organ = labels >= liver
+    face = ndimage.generate_binary_structure(3, 1)
+    out = labels.copy()
+    margin = shell + steps + beyond
+    for i, box in enumerate(ndimage.find_objects(comp), start=1):
+        # smoothed only around this lesion (a whole 512x512x600 float copy would be 630 MB); the window
+        # reaches 4 sigma past the working margin, so inside it the values equal a whole-volume filter
+        pad = tuple(slice(max(0, s.start - margin - r), s.stop + margin + r) for s, r in zip(box, reach))
+        sm = ndimage.gaussian_filter(image[pad].astype(np.float32), sigma)
+        seed = comp[pad] == i
+        near = ndimage.binary_dilation(seed, face, iterations=steps)  # what growing may reach
+        ring = ndimage.binary_dilation(near, face, iterations=shell) & ~near & (labels[pad] == liver)
+        if ring.sum() < 10:
+            continue
+        t, lv = float(np.median(sm[seed])), float(np.median(sm[ring]))
+        gap = lv - t
+        if gap <= 0 or gap < min_contrast:
+            continue
+        region = organ[pad] if beyond <= 0 else ndimage.binary_dilation(organ[pad], face, iterations=beyond)
+        # the band is judged on the image smoothed without what is much darker than the lesion (fat,
+        # air): smoothed with it, the organ's edge would pass through the band and be grown along
+        raw = image[pad].astype(np.float32)
+        tissue = raw > t - gap
+        weight = ndimage.gaussian_filter(tissue.astype(np.float32), sigma)
+        sm = ndimage.gaussian_filter(np.where(tissue, raw, 0), sigma) / np.maximum(weight, 1e-3)
+        allowed = region & tissue & (np.abs(sm - t) < gap / 2) & (out[pad] != tumour)
+        grown = seed.copy()
+        for _ in range(steps):
+            new = ndimage.binary_dilation(grown, face) & allowed & ~grown
+            if not new.any():
+                break
+            grown |= new
+        out[pad][grown] = tumour
+    return out

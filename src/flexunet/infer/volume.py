@@ -22,6 +22,9 @@ import numpy as np
 
 from ..errors import DataError, FlexUNetError
 
+# tumour_grow leaves lesions alone that are less than this much darker than the liver around them
+GROW_MIN_CONTRAST_HU = 10.0
+
 
 def case_name(path: str | Path) -> str:
     p = Path(path)
@@ -80,15 +83,16 @@ def _loader(paths, cfg, q: queue.Queue, abort: threading.Event, keep_going: bool
             vol = read_volume(path)
             can, undo = to_canonical(vol)
             u8 = hu_to_uint8(can.array, cfg.slice.hu_window)
-            item = (path, vol.affine, vol.header, vol.array.shape, u8, undo, None, time.perf_counter() - t0)
+            spacing = tuple(float(x) for x in np.linalg.norm(np.asarray(can.affine, float)[:3, :3], axis=0))
+            item = (path, vol.affine, vol.header, vol.array.shape, u8, spacing, undo, None, time.perf_counter() - t0)
             del vol, can
         except FlexUNetError as exc:
-            item = (path, None, None, None, None, None, str(exc), 0.0)
+            item = (path, None, None, None, None, None, None, str(exc), 0.0)
             if not keep_going:
                 q.put(item)
                 return
         except Exception as exc:  # unexpected reader failure: report, do not hang the consumer
-            item = (path, None, None, None, None, None, f"{path}: {exc.__class__.__name__}: {exc}", 0.0)
+            item = (path, None, None, None, None, None, None, f"{path}: {exc.__class__.__name__}: {exc}", 0.0)
             if not keep_going:
                 q.put(item)
                 return
@@ -106,7 +110,7 @@ def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = Non
     from ..io.atomic import safe_child
     from ..io.volumes import write_nifti
     from .common import load_predictor
-    from .postprocess import postprocess_liver_tumour
+    from .postprocess import grow_tumours, postprocess_liver_tumour
 
     out_dir = Path(output)
     try:
@@ -131,7 +135,7 @@ def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = Non
             item = q.get()
             if item is None:
                 break
-            path, affine, header, shape, u8, undo, err, t_read = item
+            path, affine, header, shape, u8, spacing, undo, err, t_read = item
             if err:
                 if not keep_going:
                     raise DataError(err)
@@ -145,6 +149,11 @@ def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = Non
                 labels = postprocess_liver_tumour(
                     labels, min_tumour_voxels=int(np.ceil(cfg.infer.min_tumour_mm3 / voxel_mm3)),
                     tumour_liver_contact=cfg.infer.tumour_liver_contact)
+                if cfg.infer.tumour_grow > 0:
+                    lo, hi = cfg.slice.hu_window  # u8 is the window mapped to 0..255: contrast in its units
+                    labels = grow_tumours(labels, u8, spacing, cfg.infer.tumour_grow,
+                                          min_contrast=GROW_MIN_CONTRAST_HU * 255.0 / (hi - lo),
+                                          beyond=cfg.infer.tumour_grow_beyond)
             elif postprocess and cfg.model.num_classes == 2:
                 from .postprocess import largest_component
 
