@@ -3,7 +3,7 @@
 
     python bench/demo_variants.py [--only shipped,aug] [--minutes 8] [--out bench/results/demo_variants]
                                   [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...] [--lesions] [--select]
-                                  [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...]
+                                  [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...] [--finish NAME,NAME]
 
 ``demo.cases=N`` (8 <= N <= 20) in a variant's list generates N phantoms and trains on all but phantom_005-007.
 
@@ -57,6 +57,7 @@ SYNTH_OFF = ["train.synth_lesions=0"]
 FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0", "infer.tumour_grow=0"]
 GROW_OFF = ["infer.tumour_grow=0"]
 BASE = SYNTH_OFF + FILTERS_OFF
+CTXFLIP = ["train.context_flip=0.5", "infer.tta_context_flip=True"]
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
@@ -66,16 +67,26 @@ VARIANTS: dict[str, list[str]] = {
     "nogrow_seed7": GROW_OFF + ["train.seed=7"],
     "nogrow_seed123": GROW_OFF + ["train.seed=123"],
     "grow1": ["infer.tumour_grow=1"],  # one voxel step instead of two
+    # fainter synthetic lesions (15-70 HU darker instead of 30-70: phantom_006's missed ones are 14-18)
+    "synth_c15": ["train.synth_lesion_contrast=(15,70)"],
+    # the 2.5D context flipped (z-1 and z+1 swapped) in half the training items, and the flipped slices
+    # averaged in at inference (test-time augmentation)
+    "tta": ["infer.tta_context_flip=True"],  # the averaging alone, on a model trained without the flip
+    "ctxflip": CTXFLIP,
+    "ctxflip_seed7": CTXFLIP + ["train.seed=7"],
+    "ctxflip_seed123": CTXFLIP + ["train.seed=123"],
     # what each half does: filters without synthetic lesions, synthetic lesions without filters
     "base": BASE,
     "base_seed7": BASE + ["train.seed=7"],
     "base_seed123": BASE + ["train.seed=123"],
     "base_filters": SYNTH_OFF + GROW_OFF,
     "base_seed7_filters": SYNTH_OFF + GROW_OFF + ["train.seed=7"],
+    "base_filters_grow": SYNTH_OFF,
     "synth30_nofilter": FILTERS_OFF,
     "synth30_nofilter_seed7": FILTERS_OFF + ["train.seed=7"],
     # more synthetic lesions, or lesions of the default contrast and size (20-60 HU, 3-12 px)
     "synth50": ["train.synth_lesions=0.5"] + GROW_OFF,
+    "synth50_grow": ["train.synth_lesions=0.5"],
     "synth50_nofilter": ["train.synth_lesions=0.5"] + FILTERS_OFF,
     "synth50_c20_nofilter": ["train.synth_lesions=0.5", "train.synth_lesion_contrast=(20,60)",
                              "train.synth_lesion_radius=(3,12)"] + FILTERS_OFF,
@@ -204,6 +215,34 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
     row["best_epoch"] = _best_epoch(d)
     row.update(score_run(d, sets_args, out))
     return row
+
+
+def finish_variant(row: dict, out: Path) -> dict:
+    """A variant whose training finished but whose demo stopped after it (a later step failed or was
+    interrupted): its saved model segments and scores the test cases as the demo would, then the
+    valid and selection cases.  No training."""
+    import shutil
+
+    d = out / "runs" / row["name"]
+    if not (d / "models" / "best.pt").exists():
+        raise SystemExit(f"--finish {row['name']}: no {d / 'models' / 'best.pt'}; expected a run whose training finished")
+    _, demo_sets = _demo_sets(row["sets"])
+    sets_args = [a for s in demo_sets for a in ("--set", s)]
+    print(f"== {row['name']}: finishing from its saved model", flush=True)
+    cfg = d / "train_eval_infer.config"
+    cases = sorted(p.name for p in (d / "gt").iterdir()) if (d / "gt").is_dir() else []
+    if not cases:
+        raise SystemExit(f"--finish {row['name']}: no test labels in {d / 'gt'}; expected the demo to have reached infer-volume")
+    shutil.rmtree(d / "pred", ignore_errors=True)
+    _flexunet("infer-volume", str(cfg), *[str(d / "cases" / c / "image.nii.gz") for c in cases],
+              "--output", str(d / "pred"), *sets_args)
+    _flexunet("evaluate-volume", str(d / "pred"), str(d / "gt"), "--output", str(d / "eval"))
+    hist = d / "eval" / "train_losses.csv"
+    new = {"name": row["name"], "sets": row["sets"], "seconds": row.get("seconds"), "ok": True,
+           "finished_later": True, "epochs": max(0, len(hist.read_text().strip().splitlines()) - 1)
+           if hist.exists() else None, "best_epoch": _best_epoch(d)}
+    new.update(score_run(d, sets_args, out))
+    return new
 
 
 def score_run(d: Path, sets_args: list[str], out: Path) -> dict:
@@ -425,6 +464,9 @@ def main(argv=None) -> int:
     ap.add_argument("--post", action="append", default=[], metavar="NAME=BASE:SET;SET",
                     help="score a saved run's model again with other [infer] settings (no training), "
                          "e.g. pp=shipped:infer.min_tumour_mm3=300")
+    ap.add_argument("--finish", metavar="NAME,NAME",
+                    help="variants whose training finished but whose demo failed after it: segment and score "
+                         "their saved models (no training)")
     ap.add_argument("--minutes", type=float, help="training budget (default: the demo config's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--select", action="store_true",
@@ -452,6 +494,18 @@ def main(argv=None) -> int:
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))
         _common.save_results("demo_variants", report, old)
         atomic_save_text(args.out / "demo_variants.md", render(report))
+        print(render(report))
+        return 0
+    if args.finish:
+        report = json.loads(old.read_text())
+        for name in args.finish.split(","):
+            rows = [r for r in report["runs"] if r["name"] == name]
+            if not rows:
+                ap.error(f"--finish {name}: no row {name!r} in {old}")
+            row = finish_variant(rows[0], args.out)
+            report["runs"] = [r for r in report["runs"] if r["name"] != name] + [row]
+            _common.save_results("demo_variants", report, old)
+            atomic_save_text(args.out / "demo_variants.md", render(report))
         print(render(report))
         return 0
     if args.post:

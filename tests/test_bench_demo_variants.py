@@ -81,6 +81,32 @@ def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, 
     assert row["epochs"] == 9 and row["sets_args"] == ["--set", "train.seed=7", "--set", "infer.min_tumour_mm3=300"]
     assert calls[0][0] == "infer-volume" and calls[0][-2:] == ("--set", "infer.min_tumour_mm3=300")
     assert calls[1][0] == "evaluate-volume"
+    # the row's sets are relative to today's demo config, so that is the config it is scored with
+    from flexunet.demo import DEMO_CONFIG
+
+    assert (d / "train_eval_infer.config").read_text() == DEMO_CONFIG.read_text()
+
+
+def test_finish_variant_scores_the_saved_model_of_a_stopped_demo(dv, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    d = out / "runs" / "v"
+    row = {"name": "v", "sets": ["train.seed=7"], "seconds": 500.0, "ok": False, "error": ["boom"]}
+    with pytest.raises(SystemExit, match="training finished"):
+        dv.finish_variant(row, out)
+    (d / "models").mkdir(parents=True)
+    (d / "models" / "best.pt").write_bytes(b"x")
+    (d / "gt" / "phantom_006").mkdir(parents=True)
+    (d / "eval").mkdir()
+    (d / "eval" / "train_losses.csv").write_text("epoch, loss, val_loss\n0, 1, 1\n1, 0.5, 0.4\n")
+    (d / "history.json").write_text(json.dumps({"val_loss": [1.0, 0.4]}))
+    calls = []
+    monkeypatch.setattr(dv, "_flexunet", lambda *a: calls.append(a))
+    monkeypatch.setattr(dv, "score_run", lambda d, sets_args, o: {"sets_args": sets_args})
+    new = dv.finish_variant(row, out)
+    assert new["ok"] and new["finished_later"] and "error" not in new and new["epochs"] == 2 and new["best_epoch"] == 2
+    assert new["sets_args"] == ["--set", "train.seed=7"] and new["seconds"] == 500.0
+    assert calls[0][0] == "infer-volume" and str(d / "cases" / "phantom_006" / "image.nii.gz") in calls[0]
+    assert calls[0][-2:] == ("--set", "train.seed=7") and calls[1][0] == "evaluate-volume"
 
 
 def test_lesion_summary_splits_small_and_large(dv):
@@ -122,3 +148,12 @@ def test_best_epoch_is_the_lowest_valid_loss(dv, tmp_path):
     assert dv._best_epoch(tmp_path) is None
     (tmp_path / "history.json").write_text(json.dumps({"val_loss": [0.5, 0.3, 0.4, 0.31]}))
     assert dv._best_epoch(tmp_path) == 2
+
+
+
+def test_best_epoch_of_a_post_row_is_its_trained_models(dv, tmp_path):
+    (tmp_path / "trained" / "models").mkdir(parents=True)
+    (tmp_path / "trained" / "history.json").write_text(json.dumps({"val_loss": [0.5, 0.2, 0.4]}))
+    (tmp_path / "post").mkdir()
+    (tmp_path / "post" / "models").symlink_to(tmp_path / "trained" / "models", target_is_directory=True)
+    assert dv._best_epoch(tmp_path / "post") == 2

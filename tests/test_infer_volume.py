@@ -241,3 +241,41 @@ def test_infer_volume_grows_tumours_in_the_images_own_units(project):
     infer_volumes(cfg, [str(project / "ct.nii.gz")], str(out), predictor=_StubPredictor(lab), quiet=True)
     got = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
     assert ((got == 2) == (lab == 2)).all()
+
+
+class _RecordingPredictor:
+    """First call of each batch favours liver a little, the second (the swapped context) tumour a lot."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def probs(self, x):
+        import torch
+
+        self.inputs.append(x.clone())
+        p = torch.zeros((x.shape[0], 3) + tuple(x.shape[2:]))
+        if len(self.inputs) % 2:
+            p[:, 1], p[:, 2] = 0.6, 0.4
+        else:
+            p[:, 1], p[:, 2] = 0.1, 0.9
+        return p
+
+
+def test_tta_context_flip_averages_the_swapped_context(project):
+    from flexunet.config import load_config
+    from flexunet.infer.volume import predict_volume
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 255, (32, 32, 5), dtype=np.uint8)
+    cfg = load_config(project / "c.config")
+    rec = _RecordingPredictor()
+    assert (predict_volume(rec, vol, cfg) == 1).all() and len(rec.inputs) == 1  # off: one pass, liver
+    cfg = load_config(project / "c.config", ["infer.tta_context_flip=True"])
+    rec = _RecordingPredictor()
+    labels = predict_volume(rec, vol, cfg)
+    a, b = rec.inputs
+    assert len(rec.inputs) == 2 and a.shape[1] == 3
+    assert not np.array_equal(a.numpy(), b.numpy()) and np.array_equal(a.flip(1).numpy(), b.numpy())
+    assert (labels == 2).all()  # (0.4 + 0.9) / 2 > (0.6 + 0.1) / 2
+    with pytest.raises(Exception, match="tta_context_flip = True"):
+        load_config(project / "c.config", ["infer.tta_context_flip=True", "model.image_channels=1"])

@@ -7,7 +7,7 @@ import pytest
 from flexunet.config import load_config
 from flexunet.data.dataset2d import SliceDataset
 from flexunet.data.images import find_pairs
-from flexunet.data.lesions import chain, lesion_transform, paint_lesions, training_augment
+from flexunet.data.lesions import ContextFlip, chain, lesion_transform, paint_lesions, training_augment
 from flexunet.errors import ConfigError
 
 KW = dict(count=(1, 1), radius=(6.0, 6.0), contrast=(0.1, 0.1), half_slices=(1.5, 1.5), lesion_class=2)
@@ -144,3 +144,22 @@ def test_lesion_class_checked_only_when_synthesis_is_on(tiny_project):
     load_config(p, ["train.synth_lesion_class=7"])  # off: not used, not checked
     with pytest.raises(ConfigError, match="synth_lesion_class = 7"):
         load_config(p, ["train.synth_lesions=0.5", "train.synth_lesion_class=7"])
+
+
+def test_context_flip_swaps_the_neighbour_slices_only(tiny_project):
+    p = tiny_project / "train_eval_infer.config"
+    t = training_augment(load_config(p, ["train.context_flip=1.0"]))
+    assert isinstance(t, ContextFlip)
+    image = np.stack([np.full((8, 8), v, np.float32) for v in (0.1, 0.5, 0.9)])
+    mask = np.zeros((8, 8), np.int64)
+    mask[2:4, 2:4] = 2
+    im, m = t(image, mask, np.random.default_rng(0))
+    assert np.array_equal(im, image[::-1]) and im.flags.c_contiguous and m is mask
+    half = ContextFlip(0.5)
+    rng = np.random.default_rng(1)
+    flipped = [half(image, mask, rng)[0][0, 0, 0] == 0.9 for _ in range(200)]
+    assert 0.35 < np.mean(flipped) < 0.65
+    with pytest.raises(ConfigError, match="context_flip = 1.5"):
+        load_config(p, ["train.context_flip=1.5"])
+    with pytest.raises(ConfigError, match="context_flip = 0.5: expected 0 without 2.5D context"):
+        load_config(p, ["train.context_flip=0.5", "slice.context_slices=False"])

@@ -279,6 +279,15 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.patch_foreground_fraction <= 1,
            f"{src}: [train] patch_foreground_fraction = {t.patch_foreground_fraction}: expected in [0, 1]")
     _check(0 <= t.synth_lesions <= 1, f"{src}: [train] synth_lesions = {t.synth_lesions}: expected in [0, 1]")
+    from ..data.slicer import uses_context
+
+    _check(0 <= t.context_flip <= 1, f"{src}: [train] context_flip = {t.context_flip}: expected in [0, 1]")
+    _check(t.context_flip == 0 or uses_context(cfg),
+           f"{src}: [train] context_flip = {t.context_flip}: expected 0 without 2.5D context "
+           f"(image_channels = 3 and [slice] context_slices not False)")
+    _check(not cfg.infer.tta_context_flip or uses_context(cfg),
+           f"{src}: [infer] tta_context_flip = True: expected False without 2.5D context "
+           f"(image_channels = 3 and [slice] context_slices not False)")
     for key, lo, integer in (("synth_lesion_count", 1, True), ("synth_lesion_radius", 1, False),
                              ("synth_lesion_contrast", 0, False), ("synth_lesion_half_slices", 1, False)):
         val = getattr(t, key)

@@ -103,6 +103,8 @@ class TrainConfig:
     synth_lesion_half_slices: tuple = _f((1.2, 4.0), "Lesion half-height in slices (2.5D: the neighbour channels "
                                                      "show smaller cross-sections).")
     synth_lesion_class: int = _f(2, "Class id the synthetic lesions get (tumour).")
+    context_flip: float = _f(0.0, "Probability that a training item's 2.5D context channels are swapped (z-1 and "
+                                  "z+1: the slice above seen as the one below); needs 2.5D context; 0: off.")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class InferConfig:
                                     "become liver; 0: keep all.")
     tumour_liver_contact: float = _f(0.0, "infer-volume postprocessing: tumour components with less than this share "
                                           "of their in-plane surroundings labelled liver become background; 0: off.")
+    tta_context_flip: bool = _f(False, "infer-volume: also segment each slice with its 2.5D context channels "
+                                       "swapped and average the probabilities (test-time augmentation; twice "
+                                       "the model time); needs 2.5D context.")
     tumour_grow: int = _f(0, "infer-volume postprocessing: each tumour found grows by up to this many voxel steps "
                              "into neighbours of its own intensity (image smoothed in 3-D), after the filters; 0: off.")
     tumour_grow_beyond: int = _f(1, "tumour_grow may reach this many voxels outside the organ's outline "

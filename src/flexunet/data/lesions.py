@@ -141,8 +141,24 @@ def chain(*transforms):
     return ts[0] if len(ts) == 1 else Chain(ts)
 
 
+class ContextFlip:
+    """With probability ``p``, the 2.5D context channels in reverse order (z+1, z, z-1): the model
+    learns that a lesion seen in the slice above is no different from one seen below, as ``[infer]
+    tta_context_flip`` assumes (MONAI's RandFlip along z, for a slice with its neighbours)."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, image, mask, rng):
+        if rng.random() < self.p:
+            image = np.ascontiguousarray(image[::-1])
+        return image, mask
+
+
 def training_augment(cfg):
-    """The training items' transform before cropping: synthetic lesions, then ``[augmentor]``."""
+    """The training items' transform before cropping: synthetic lesions, the context flip, then
+    ``[augmentor]``."""
     from .augment import build_augmenter
 
-    return chain(lesion_transform(cfg), build_augmenter(cfg))
+    flip = ContextFlip(float(cfg.train.context_flip)) if cfg.train.context_flip > 0 else None
+    return chain(lesion_transform(cfg), flip, build_augmenter(cfg))

@@ -63,6 +63,8 @@ def predict_volume(predictor, vol_u8_can: np.ndarray, cfg, batch_size: int = 8) 
         if tuple(native) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         probs = predictor.probs(x)
+        if cfg.infer.tta_context_flip:  # the same slices with z-1 and z+1 swapped, averaged
+            probs = (probs + predictor.probs(x.flip(1))) / 2
         if tuple(native) != size:
             probs = F.interpolate(probs, size=native, mode="bilinear", align_corners=False)
         labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
