@@ -77,9 +77,11 @@ def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sig
     median of the voxels labelled liver in a ``shell`` voxels thick ring just past the ``steps`` it may
     grow (a rim the model missed does not darken the reference).  Skipped when ``l - t`` is under
     ``min_contrast`` (not a hypodense lesion, or too faint to tell).  Otherwise it grows by up to
-    ``steps`` face-neighbour steps into voxels whose smoothed value lies in ``t +- (l - t) / 2`` (nearer
-    the lesion than the liver, and not much darker than the lesion: fat at the organ's edge is kept
-    out), inside the organ (liver or tumour labels) or at most ``beyond`` voxels outside its outline.
+    ``steps`` face-neighbour steps into voxels whose value lies in ``t +- (l - t) / 2`` (nearer the
+    lesion than the liver, and not much darker than it), inside the organ (liver or tumour labels) or
+    at most ``beyond`` voxels outside its outline.  That band is judged on the image smoothed the same
+    way but without the voxels more than ``l - t`` darker than the lesion (fat, air), which are never
+    taken: smoothed with them, the organ's blurred edge would fall in the band and be grown along.
 
     ``image`` is in any intensity unit linear in HU (HU, or the windowed uint8 the model sees);
     ``min_contrast`` is in that unit.  ``spacing`` is the voxel size in mm along each axis.  Our own
@@ -98,24 +100,23 @@ def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sig
         # smoothed only around this lesion (a whole 512x512x600 float copy would be 630 MB); the window
         # reaches 4 sigma past the working margin, so inside it the values equal a whole-volume filter
         pad = tuple(slice(max(0, s.start - margin - r), s.stop + margin + r) for s, r in zip(box, reach))
-        sm = ndimage.gaussian_filter(image[pad].astype(np.float32), sigma)
+        raw = image[pad].astype(np.float32)
+        smooth = ndimage.gaussian_filter(raw, sigma)
         seed = comp[pad] == i
         near = ndimage.binary_dilation(seed, face, iterations=steps)  # what growing may reach
         ring = ndimage.binary_dilation(near, face, iterations=shell) & ~near & (labels[pad] == liver)
         if ring.sum() < 10:
             continue
-        t, lv = float(np.median(sm[seed])), float(np.median(sm[ring]))
+        t, lv = float(np.median(smooth[seed])), float(np.median(smooth[ring]))
         gap = lv - t
         if gap <= 0 or gap < min_contrast:
             continue
         region = organ[pad] if beyond <= 0 else ndimage.binary_dilation(organ[pad], face, iterations=beyond)
-        # the band is judged on the image smoothed without what is much darker than the lesion (fat,
-        # air): smoothed with it, the organ's edge would pass through the band and be grown along
-        raw = image[pad].astype(np.float32)
+        # the band, on the image smoothed without what is much darker than the lesion (fat, air)
         tissue = raw > t - gap
         weight = ndimage.gaussian_filter(tissue.astype(np.float32), sigma)
-        sm = ndimage.gaussian_filter(np.where(tissue, raw, 0), sigma) / np.maximum(weight, 1e-3)
-        allowed = region & tissue & (np.abs(sm - t) < gap / 2) & (out[pad] != tumour)
+        smooth = ndimage.gaussian_filter(np.where(tissue, raw, 0), sigma) / np.maximum(weight, 1e-3)
+        allowed = region & tissue & (np.abs(smooth - t) < gap / 2) & (out[pad] != tumour)
         grown = seed.copy()
         for _ in range(steps):
             new = ndimage.binary_dilation(grown, face) & allowed & ~grown
