@@ -50,18 +50,25 @@ AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=
        "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
 PATCH = ["train.patch_size=(128,128)", "train.oversample_class=2", "train.epochs=200"]
 POLY = ["train.lr_schedule=poly", "train.patience=0"]
-# the demo config now trains with synthetic lesions, filters the tumours it finds and grows them by
-# intensity (chosen on the selection set below); BASE turns all off: the recipe shipped before the
-# fifth session, which most rows vary.  Rows run before tumour_grow existed carry GROW_OFF.
+# the demo config now trains with synthetic lesions, keeps the organ's holes, filters the tumours it
+# finds and grows them by intensity (chosen on the selection set below); BASE turns all off: the
+# recipe shipped before the fifth session, which most rows vary.  Rows run before tumour_grow existed
+# carry GROW_OFF, and rows run before fill_holes existed FILL_ON (added below the table).
 SYNTH_OFF = ["train.synth_lesions=0"]
 FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0", "infer.tumour_grow=0"]
 GROW_OFF = ["infer.tumour_grow=0"]
 BASE = SYNTH_OFF + FILTERS_OFF
 CTXFLIP = ["train.context_flip=0.5", "infer.tta_context_flip=True"]
+FILL_ON = ["infer.fill_holes=True"]
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
     "seed123": ["train.seed=123"],
+    # the same models with the organ's holes filled slice by slice (the recipe before this was a setting)
+    "fill": FILL_ON,
+    "fill_seed7": FILL_ON + ["train.seed=7"],
+    "fill_seed123": FILL_ON + ["train.seed=123"],
+    "nogrow_nofill": GROW_OFF,  # holes kept, no growing: what keeping the holes does alone
     # the same models without the intensity growing (the recipe shipped in the fifth session)
     "nogrow": GROW_OFF,
     "nogrow_seed7": GROW_OFF + ["train.seed=7"],
@@ -114,6 +121,9 @@ VARIANTS: dict[str, list[str]] = {
     # the base recipe early-stops itself before 8 minutes; this one uses all of 20
     "base_poly_20min": BASE + POLY + ["train.max_time_minutes=20", "train.epochs=200"],
 }
+# every other row was run while infer-volume always filled the organ's holes
+VARIANTS.update({k: v + FILL_ON for k, v in VARIANTS.items()
+                 if k not in ("shipped", "seed7", "seed123", "nogrow_nofill") and "infer.fill_holes=True" not in v})
 
 
 def _case_rows(metrics_json: Path) -> dict:
@@ -277,9 +287,13 @@ def _case_arrays(cases_dir: Path, pred_dir: Path, case: str):
 
 
 def _best_epoch(d: Path) -> int | None:
-    """1-based epoch of the lowest valid loss in the history of the run that trained ``<d>``'s model
-    (a ``--post`` row's models/ links to it, maybe through another post row)."""
-    h = ((d / "models").resolve().parent if (d / "models").exists() else d) / "history.json"
+    """1-based epoch of the lowest valid loss in the history of the run that trained ``<d>``'s model:
+    its own, or for a ``--post`` row (no history of its own) that of the run its models/ links to."""
+    for _ in range(8):  # a post row of a post row links to a link
+        h = d / "history.json"
+        if h.exists() or not (d / "models").is_symlink():
+            break
+        d = Path(os.path.normpath(d / os.readlink(d / "models"))).parent
     if not h.exists():
         return None
     loss = json.loads(h.read_text()).get("val_loss") or []

@@ -157,3 +157,10 @@ def test_best_epoch_of_a_post_row_is_its_trained_models(dv, tmp_path):
     (tmp_path / "post").mkdir()
     (tmp_path / "post" / "models").symlink_to(tmp_path / "trained" / "models", target_is_directory=True)
     assert dv._best_epoch(tmp_path / "post") == 2
+    # a post row of that post row (relative link to a link)
+    (tmp_path / "post2").mkdir()
+    (tmp_path / "post2" / "models").symlink_to("../post/models", target_is_directory=True)
+    assert dv._best_epoch(tmp_path / "post2") == 2
+    # a trained run's own history wins, wherever its models/ points
+    (tmp_path / "post" / "history.json").write_text(json.dumps({"val_loss": [0.1, 0.2]}))
+    assert dv._best_epoch(tmp_path / "post") == 1

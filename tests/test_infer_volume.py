@@ -86,6 +86,28 @@ def test_postprocess_keeps_largest_liver_and_inner_tumour():
     out = postprocess_liver_tumour(lab)
     assert out[17, 17, 2] == 0 and out[0, 19, 0] == 0
     assert out[6, 6, 1] == 1 and out[6, 6, 2] == 2
+    kept = postprocess_liver_tumour(lab, fill_holes=False)
+    assert kept[6, 6, 1] == 0 and kept[17, 17, 2] == 0 and kept[0, 19, 0] == 0
+    expected = lab.copy()
+    expected[16:18, 16:18, 2] = expected[0, 19, 0] = 0
+    assert (kept == expected).all()  # only the island and the outside tumour go; the hole stays
+
+
+def test_a_tumour_inside_a_kept_hole_is_not_surrounded_by_liver():
+    """A dark structure the liver surrounds (gallbladder, vessel) with 'tumour' in it: filled, the
+    hole counts as liver and the tumour survives the contact filter; kept, it does not."""
+    from flexunet.infer.postprocess import postprocess_liver_tumour
+
+    gi, gj, _ = np.indices((30, 30, 4))
+    r = np.hypot(gi - 15, gj - 15)
+    lab = np.ones((30, 30, 4), np.uint8)
+    lab[0, :, :] = lab[:, 0, :] = 0
+    lab[..., 1:3][r[..., 1:3] <= 6] = 0
+    lab[..., 1:3][r[..., 1:3] <= 2] = 2
+    filled = postprocess_liver_tumour(lab, tumour_liver_contact=0.5)
+    kept = postprocess_liver_tumour(lab, tumour_liver_contact=0.5, fill_holes=False)
+    assert (filled[15, 15, 1:3] == 2).all() and (filled[..., 1:3][(r[..., 1:3] > 2) & (r[..., 1:3] <= 6)] == 1).all()
+    assert (kept[..., 1:3][r[..., 1:3] <= 6] == 0).all()
 
 
 def _liver_with_tumours():
@@ -279,3 +301,19 @@ def test_tta_context_flip_averages_the_swapped_context(project):
     assert (labels == 2).all()  # (0.4 + 0.9) / 2 > (0.6 + 0.1) / 2
     with pytest.raises(Exception, match="tta_context_flip = True"):
         load_config(project / "c.config", ["infer.tta_context_flip=True", "model.image_channels=1"])
+
+
+def test_infer_volume_fill_holes_follows_the_config(project):
+    from flexunet.config import load_config
+    from flexunet.infer.volume import infer_volumes
+
+    lab = _liver_with_tumours()
+    lab[24:27, 14:17, 2] = 0  # a hole the liver surrounds in its slice
+    nib.save(nib.Nifti1Image(np.zeros(lab.shape, np.int16), np.diag([2.0, 2.0, 2.0, 1.0])), project / "ct.nii.gz")
+    size = ["model.image_width=40", "model.image_height=40"]
+    got = {}
+    for fill in (True, False):
+        cfg = load_config(project / "c.config", [f"infer.fill_holes={fill}", *size])
+        infer_volumes(cfg, [str(project / "ct.nii.gz")], str(project / "pred"), predictor=_StubPredictor(lab), quiet=True)
+        got[fill] = np.asarray(nib.load(project / "pred" / "ct.nii.gz").dataobj)
+    assert (got[True][24:27, 14:17, 2] == 1).all() and (got[False][24:27, 14:17, 2] == 0).all()

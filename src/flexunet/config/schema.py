@@ -121,6 +121,8 @@ class InferConfig:
     batch_size: int = _f(4, "Inference batch size.")
     merged_dir: Optional[str] = _f(None, "Alias of overlay_dir (original's name).")
     sharpening: bool = _f(False, "Accepted for compatibility; ignored.")
+    fill_holes: bool = _f(True, "infer-volume postprocessing: fill the organ's holes slice by slice (they become "
+                                "liver); False keeps them (a vessel or gallbladder the liver surrounds).")
     min_tumour_mm3: float = _f(0.0, "infer-volume postprocessing: tumour components smaller than this (mm^3) "
                                     "become liver; 0: keep all.")
     tumour_liver_contact: float = _f(0.0, "infer-volume postprocessing: tumour components with less than this share "

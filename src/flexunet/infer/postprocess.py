@@ -48,16 +48,17 @@ def filter_tumours(labels: np.ndarray, min_voxels: int = 0, liver_contact: float
 
 
 def postprocess_liver_tumour(labels: np.ndarray, liver: int = 1, tumour: int = 2, min_tumour_voxels: int = 0,
-                             tumour_liver_contact: float = 0.0) -> np.ndarray:
-    """Keep the largest connected liver (liver+tumour) component, fill its holes slice-wise,
-    drop tumour outside it; holes filled inside the organ become liver.  Then, when asked,
+                             tumour_liver_contact: float = 0.0, fill_holes: bool = True) -> np.ndarray:
+    """Keep the largest connected liver (liver+tumour) component, drop tumour outside it and, with
+    ``fill_holes``, fill its holes slice-wise (holes filled inside the organ become liver; a vessel
+    or gallbladder the organ surrounds in a slice is such a hole too).  Then, when asked,
     :func:`filter_tumours`."""
     organ = labels >= liver
     if not organ.any():
         return labels
     organ = largest_component(organ)
-    filled = np.zeros_like(organ)
-    for k in range(organ.shape[2]):
+    filled = organ.copy()
+    for k in range(organ.shape[2] if fill_holes else 0):
         filled[:, :, k] = ndimage.binary_fill_holes(organ[:, :, k])
     out = np.zeros_like(labels)
     out[filled] = liver

@@ -150,7 +150,7 @@ def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = Non
                 voxel_mm3 = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) or 1.0
                 labels = postprocess_liver_tumour(
                     labels, min_tumour_voxels=int(np.ceil(cfg.infer.min_tumour_mm3 / voxel_mm3)),
-                    tumour_liver_contact=cfg.infer.tumour_liver_contact)
+                    tumour_liver_contact=cfg.infer.tumour_liver_contact, fill_holes=cfg.infer.fill_holes)
                 if cfg.infer.tumour_grow > 0:
                     lo, hi = cfg.slice.hu_window  # u8 is the window mapped to 0..255: contrast in its units
                     labels = grow_tumours(labels, u8, spacing, cfg.infer.tumour_grow,
