@@ -80,8 +80,6 @@ VARIANTS: dict[str, list[str]] = {
     # averaged in at inference (test-time augmentation)
     "tta": ["infer.tta_context_flip=True"],  # the averaging alone, on a model trained without the flip
     "ctxflip": CTXFLIP,
-    "ctxflip_seed7": CTXFLIP + ["train.seed=7"],
-    "ctxflip_seed123": CTXFLIP + ["train.seed=123"],
     # what each half does: filters without synthetic lesions, synthetic lesions without filters
     "base": BASE,
     "base_seed7": BASE + ["train.seed=7"],
