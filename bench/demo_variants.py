@@ -218,11 +218,16 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         print(proc.stdout[-2000:], proc.stderr[-2000:])
         return row
-    hist = d / "eval" / "train_losses.csv"
-    row["epochs"] = max(0, len(hist.read_text().strip().splitlines()) - 1) if hist.exists() else None
-    row["best_epoch"] = _best_epoch(d)
+    row.update(_training_figures(d))
     row.update(score_run(d, sets_args, out))
     return row
+
+
+def _training_figures(d: Path) -> dict:
+    """Epochs the demo run in ``d`` trained (rows of its loss CSV) and its best-valid-loss epoch."""
+    hist = d / "eval" / "train_losses.csv"
+    return {"epochs": max(0, len(hist.read_text().strip().splitlines()) - 1) if hist.exists() else None,
+            "best_epoch": _best_epoch(d)}
 
 
 def finish_variant(row: dict, out: Path) -> dict:
@@ -245,10 +250,8 @@ def finish_variant(row: dict, out: Path) -> dict:
     _flexunet("infer-volume", str(cfg), *[str(d / "cases" / c / "image.nii.gz") for c in cases],
               "--output", str(d / "pred"), *sets_args)
     _flexunet("evaluate-volume", str(d / "pred"), str(d / "gt"), "--output", str(d / "eval"))
-    hist = d / "eval" / "train_losses.csv"
     new = {"name": row["name"], "sets": row["sets"], "seconds": row.get("seconds"), "ok": True,
-           "finished_later": True, "epochs": max(0, len(hist.read_text().strip().splitlines()) - 1)
-           if hist.exists() else None, "best_epoch": _best_epoch(d)}
+           "finished_later": True, **_training_figures(d)}
     new.update(score_run(d, sets_args, out))
     return new
 
@@ -468,6 +471,18 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(report: dict, path: Path, out: Path) -> None:
+    """The results JSON and its Markdown rendering, both atomically."""
+    _common.save_results("demo_variants", report, path)
+    atomic_save_text(out / "demo_variants.md", render(report))
+
+
+def _put_row(report: dict, row: dict, path: Path, out: Path) -> None:
+    """``row`` replaces the report's row of that name (or joins it); then saved."""
+    report["runs"] = [r for r in report["runs"] if r["name"] != row["name"]] + [row]
+    _save(report, path, out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma list of variant names (default: all)")
@@ -504,8 +519,7 @@ def main(argv=None) -> int:
                 r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
                 r["false_tumour"] = false_tumour(d, sorted(r["test"]["cases"]))
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))
-        _common.save_results("demo_variants", report, old)
-        atomic_save_text(args.out / "demo_variants.md", render(report))
+        _save(report, old, args.out)
         print(render(report))
         return 0
     if args.finish:
@@ -514,10 +528,7 @@ def main(argv=None) -> int:
             rows = [r for r in report["runs"] if r["name"] == name]
             if not rows:
                 ap.error(f"--finish {name}: no row {name!r} in {old}")
-            row = finish_variant(rows[0], args.out)
-            report["runs"] = [r for r in report["runs"] if r["name"] != name] + [row]
-            _common.save_results("demo_variants", report, old)
-            atomic_save_text(args.out / "demo_variants.md", render(report))
+            _put_row(report, finish_variant(rows[0], args.out), old, args.out)
         print(render(report))
         return 0
     if args.post:
@@ -528,11 +539,8 @@ def main(argv=None) -> int:
             base, _, sets = rest.partition(":")
             if base not in by_name or not by_name[base].get("ok"):
                 ap.error(f"--post {spec}: no finished run {base!r} in {old}; expected one of {sorted(by_name)}")
-            row = post_variant(name, by_name[base], [x for x in sets.split(";") if x], args.out)
-            report["runs"] = [r for r in report["runs"] if r["name"] != name] + [row]
-            by_name[name] = row
-            _common.save_results("demo_variants", report, old)
-            atomic_save_text(args.out / "demo_variants.md", render(report))
+            by_name[name] = row = post_variant(name, by_name[base], [x for x in sets.split(";") if x], args.out)
+            _put_row(report, row, old, args.out)
         print(render(report))
         return 0
     variants = dict(VARIANTS)
@@ -554,8 +562,7 @@ def main(argv=None) -> int:
     for n in names:
         runs.append(run_variant(n, variants[n], args.out, args.minutes))
         report = {"meta": meta, "runs": kept + runs}
-        _common.save_results("demo_variants", report, old)
-        atomic_save_text(args.out / "demo_variants.md", render(report))
+        _save(report, old, args.out)
     print(render(report))
     return 0
 

@@ -164,3 +164,14 @@ def test_best_epoch_of_a_post_row_is_its_trained_models(dv, tmp_path):
     # a trained run's own history wins, wherever its models/ points
     (tmp_path / "post" / "history.json").write_text(json.dumps({"val_loss": [0.1, 0.2]}))
     assert dv._best_epoch(tmp_path / "post") == 1
+
+
+def test_postprocess_real_settings_take_infer_keys_only():
+    from conftest import load_bench_module
+
+    pr = load_bench_module("postprocess_real")
+    assert pr.parse_setting("g=infer.tumour_grow=2;infer.fill_holes=False") == (
+        "g", ["infer.tumour_grow=2", "infer.fill_holes=False"])
+    for bad in ("g=train.seed=7", "g=", "=infer.tumour_grow=2", "g=infer.tumour_grow"):
+        with pytest.raises(SystemExit, match="expected NAME=infer.KEY=VALUE"):
+            pr.parse_setting(bad)
