@@ -64,6 +64,10 @@ VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
     "seed123": ["train.seed=123"],
+    # an exponential moving average of the weights (validation, best.pt and the demo use the average)
+    "ema": ["train.ema_decay=0.99"],
+    "ema_seed7": ["train.ema_decay=0.99", "train.seed=7"],
+    "ema_seed123": ["train.ema_decay=0.99", "train.seed=123"],
     # the same models with the organ's holes filled slice by slice (the recipe before this was a setting)
     "fill": FILL_ON,
     "fill_seed7": FILL_ON + ["train.seed=7"],

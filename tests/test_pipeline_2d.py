@@ -185,3 +185,26 @@ def test_time_budget_carries_the_time_trained_across_resume():
     resumed.on_train_epoch_end(t, None)
     assert resumed.elapsed() == 45.0
     assert t.should_stop  # 45 s trained + a 25 s epoch > 60 s: the budget is the whole run's
+
+
+def test_ema_weights_are_what_best_pt_and_last_ckpt_hold(tiny_project):
+    """With [train] ema_decay, validation sees the average, best.pt is the average (not the raw weights),
+    last.ckpt keeps both, and --resume carries the average on."""
+    import torch
+
+    cfg = str(tiny_project / "train_eval_infer.config")
+    assert main(["--quiet", "train", cfg, "--set", "train.epochs=1", "--set", "train.ema_decay=0.5"]) == 0
+    models = tiny_project / "models"
+    best = torch.load(models / "best.pt", weights_only=True)["state_dict"]
+    last = torch.load(models / "last.ckpt", weights_only=False)
+    avg = {k[len("model."):]: v for k, v in last["state_dict"].items()}
+    raw = {k[len("model."):]: v for k, v in last["current_model_state"].items()}
+    floats = [k for k, v in best.items() if v.is_floating_point()]
+    assert floats and set(best) == set(avg) == set(raw)
+    # one epoch: the best epoch is the only one, so best.pt is the average at its end
+    assert all(torch.equal(best[k], avg[k]) for k in floats)
+    assert any(not torch.equal(avg[k], raw[k]) for k in floats)  # the average is not the raw weights
+    assert main(["--quiet", "train", cfg, "--resume", "--set", "train.epochs=2", "--set", "train.ema_decay=0.5"]) == 0
+    last2 = torch.load(models / "last.ckpt", weights_only=False)
+    assert "current_model_state" in last2
+    assert main(["--quiet", "train", cfg, "--set", "train.ema_decay=1.0"]) != 0

@@ -281,6 +281,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.synth_lesions <= 1, f"{src}: [train] synth_lesions = {t.synth_lesions}: expected in [0, 1]")
     from ..data.slicer import uses_context
 
+    _check(0 <= t.ema_decay < 1, f"{src}: [train] ema_decay = {t.ema_decay}: expected in [0, 1) (0: off)")
     _check(0 <= t.context_flip <= 1, f"{src}: [train] context_flip = {t.context_flip}: expected in [0, 1]")
     _check(t.context_flip == 0 or uses_context(cfg),
            f"{src}: [train] context_flip = {t.context_flip}: expected 0 without 2.5D context "

@@ -103,6 +103,9 @@ class TrainConfig:
     synth_lesion_half_slices: tuple = _f((1.2, 4.0), "Lesion half-height in slices (2.5D: the neighbour channels "
                                                      "show smaller cross-sections).")
     synth_lesion_class: int = _f(2, "Class id the synthetic lesions get (tumour).")
+    ema_decay: float = _f(0.0, "Exponential moving average of the weights (Lightning's EMAWeightAveraging), updated "
+                               "after every optimiser step: validation, early stopping, the LR reducer and best.pt "
+                               "see the average, and training ends with it; e.g. 0.99; 0: off.")
     context_flip: float = _f(0.0, "Probability that a training item's 2.5D context channels are swapped (z-1 and "
                                   "z+1: the slice above seen as the one below); needs 2.5D context; 0: off.")
 

@@ -58,6 +58,22 @@ class BestWeights(L.Callback):
         self.best = state.get("best", math.inf)
 
 
+class EMAWeights(L.pytorch.callbacks.EMAWeightAveraging):
+    """Lightning's EMA of the weights, with the average swapped in for the whole validation: it goes
+    back only in ``on_validation_end``, after :class:`BestWeights` (listed before this callback) has
+    saved it, so ``best.pt`` holds the average the validation loss was measured on."""
+
+    def __init__(self, decay: float):
+        super().__init__(decay=decay)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        pass  # the parent swaps back here, before on_validation_end
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._average_model is not None:
+            self._swap_models(pl_module)
+
+
 class LastCheckpoint(L.Callback):
     """``model_dir/last.ckpt`` after every epoch: weights, optimiser, scheduler, callbacks, RNG (for --resume)."""
 

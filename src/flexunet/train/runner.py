@@ -61,8 +61,8 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
 
     from ..data.dataset2d import build_dataloader
     from ..infer.precision import trainer_precision
-    from .callbacks import (AugmentState, BestWeights, BreakFile, EpochChangeInfer, EpochHistory, LastCheckpoint,
-                            SignalStop, TimeBudget)
+    from .callbacks import (AugmentState, BestWeights, BreakFile, EMAWeights, EpochChangeInfer, EpochHistory,
+                            LastCheckpoint, SignalStop, TimeBudget)
     from .module import SegmentationModule
 
     _quiet_lightning()
@@ -106,6 +106,8 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
     signals = SignalStop(last)
     # order matters: last.ckpt is written after the history and the break file have seen the epoch
     callbacks = [EpochHistory(cfg), best, breaker, signals, AugmentState(train_ds)]
+    if t.ema_decay:
+        callbacks.append(EMAWeights(t.ema_decay))  # after BestWeights: best.pt gets the average
     if t.patience > 0:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=t.patience, mode="min"))
     if t.epoch_change_infer:
