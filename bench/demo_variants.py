@@ -124,8 +124,9 @@ VARIANTS: dict[str, list[str]] = {
     "base_poly_20min": BASE + POLY + ["train.max_time_minutes=20", "train.epochs=200"],
 }
 # every other row was run while infer-volume always filled the organ's holes
+RUN_WITH_FILL_HOLES_SETTING = {"shipped", "seed7", "seed123", "nogrow_nofill", "ema", "ema_seed7", "ema_seed123"}
 VARIANTS.update({k: v + FILL_ON for k, v in VARIANTS.items()
-                 if k not in ("shipped", "seed7", "seed123", "nogrow_nofill") and "infer.fill_holes=True" not in v})
+                 if k not in RUN_WITH_FILL_HOLES_SETTING and "infer.fill_holes=True" not in v})
 
 
 def _case_rows(metrics_json: Path) -> dict:
