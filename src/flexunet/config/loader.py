@@ -324,6 +324,8 @@ def validate(cfg: Config) -> None:
            f"{src}: [infer] tumour_grow = {cfg.infer.tumour_grow}: expected >= 0 (voxel steps; 0: off)")
     _check(cfg.infer.tumour_grow_beyond >= 0,
            f"{src}: [infer] tumour_grow_beyond = {cfg.infer.tumour_grow_beyond}: expected >= 0 (voxels outside the organ)")
+    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.infer.device)) is not None,
+           f"{src}: [infer] device = {cfg.infer.device!r}: expected auto, cpu, cuda or cuda:N")
     _check(cfg.tiledinfer.overlapping >= 0,
            f"{src}: [tiledinfer] overlapping = {cfg.tiledinfer.overlapping}: expected >= 0")
 

@@ -122,6 +122,8 @@ class InferConfig:
     output_dir: str = _f("./mini_test_output/", "Palette PNG masks go here as <stem>.png.")
     overlay_dir: Optional[str] = _f(None, "Overlays go here (default: output_dir + '_overlay').")
     batch_size: int = _f(4, "Inference batch size.")
+    device: str = _f("auto", "Where infer, evaluate and infer-volume run the model: auto (the GPU where torch sees "
+                             "one, else the CPU), cpu, cuda, cuda:N.")
     merged_dir: Optional[str] = _f(None, "Alias of overlay_dir (original's name).")
     sharpening: bool = _f(False, "Accepted for compatibility; ignored.")
     fill_holes: bool = _f(True, "infer-volume postprocessing: fill the organ's holes slice by slice (they become "
