@@ -60,10 +60,22 @@ GROW_OFF = ["infer.tumour_grow=0"]
 BASE = SYNTH_OFF + FILTERS_OFF
 CTXFLIP = ["train.context_flip=0.5", "infer.tta_context_flip=True"]
 FILL_ON = ["infer.fill_holes=True"]
+BEYOND1 = ["infer.tumour_grow_beyond=1"]
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
     "seed123": ["train.seed=123"],
+    # the same models growing 1 voxel past the organ's outline instead of 2 (shipped in the sixth session)
+    "beyond1": BEYOND1,
+    "beyond1_seed7": BEYOND1 + ["train.seed=7"],
+    "beyond1_seed123": BEYOND1 + ["train.seed=123"],
+    # 3 growing steps instead of 2 (the same models), 2 voxels past the outline and 1
+    "grow3": ["infer.tumour_grow=3"],
+    "grow3_seed7": ["infer.tumour_grow=3", "train.seed=7"],
+    "grow3_seed123": ["infer.tumour_grow=3", "train.seed=123"],
+    "grow3_beyond1": ["infer.tumour_grow=3"],
+    "grow3_beyond1_seed7": ["infer.tumour_grow=3", "train.seed=7"],
+    "grow3_beyond1_seed123": ["infer.tumour_grow=3", "train.seed=123"],
     # an exponential moving average of the weights (validation, best.pt and the demo use the average)
     "ema": ["train.ema_decay=0.99"],
     "ema_seed7": ["train.ema_decay=0.99", "train.seed=7"],
@@ -129,9 +141,16 @@ VARIANTS: dict[str, list[str]] = {
 }
 # every other row was run while infer-volume always filled the organ's holes
 RUN_WITH_FILL_HOLES_SETTING = {"shipped", "seed7", "seed123", "nogrow_nofill", "ema", "ema_seed7", "window",
-                               "batch4"}
+                               "batch4", "beyond1", "beyond1_seed7", "beyond1_seed123", "grow3", "grow3_seed7",
+                               "grow3_seed123", "grow3_beyond1", "grow3_beyond1_seed7", "grow3_beyond1_seed123"}
 VARIANTS.update({k: v + FILL_ON for k, v in VARIANTS.items()
                  if k not in RUN_WITH_FILL_HOLES_SETTING and "infer.fill_holes=True" not in v})
+# and every row but these grew tumours at most 1 voxel past the organ (the default before the seventh
+# session); the rows without growing are the same either way
+RUN_WITH_BEYOND2 = {"shipped", "seed7", "seed123", "grow3", "grow3_seed7", "grow3_seed123"}
+VARIANTS.update({k: v + BEYOND1 for k, v in VARIANTS.items()
+                 if k not in RUN_WITH_BEYOND2 and not any(x.startswith("infer.tumour_grow_beyond=") for x in v)
+                 and "infer.tumour_grow=0" not in v})
 
 
 def _case_rows(metrics_json: Path) -> dict:

@@ -137,7 +137,7 @@ class InferConfig:
                                        "the model time); needs 2.5D context.")
     tumour_grow: int = _f(0, "infer-volume postprocessing: each tumour found grows by up to this many voxel steps "
                              "into neighbours of its own intensity (image smoothed in 3-D), after the filters; 0: off.")
-    tumour_grow_beyond: int = _f(1, "tumour_grow may reach this many voxels outside the organ's outline "
+    tumour_grow_beyond: int = _f(2, "tumour_grow may reach this many voxels outside the organ's outline "
                                     "(a lesion at the surface the model cut off); 0: inside the organ only.")
 
 

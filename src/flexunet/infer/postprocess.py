@@ -67,7 +67,7 @@ def postprocess_liver_tumour(labels: np.ndarray, liver: int = 1, tumour: int = 2
 
 
 def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sigma_mm: float = 1.5,
-                 min_contrast: float = 0.0, shell: int = 4, beyond: int = 1, liver: int = 1,
+                 min_contrast: float = 0.0, shell: int = 4, beyond: int = 2, liver: int = 1,
                  tumour: int = 2) -> np.ndarray:
     """Let each tumour component take in the neighbouring voxels that look like it: an intensity
     refinement after the network, for the rims and end slices of a lesion that the model, which sees
