@@ -43,3 +43,17 @@ def test_predictor_is_built_on_the_configured_device(tmp_path):
     pred = load_predictor(cfg, str(w))
     assert pred.device == torch.device("cpu")
     assert next(pred.model.parameters()).device.type == "cpu"
+
+
+def test_cli_asking_for_a_gpu_torch_does_not_see_fails_in_one_line(tiny_project, monkeypatch, capsys):
+    from flexunet.cli import main
+
+    cfg = str(tiny_project / "train_eval_infer.config")
+    assert main(["--quiet", "train", cfg, "--set", "train.epochs=1"]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    assert main(["--quiet", "infer", cfg, "--set", "infer.device=cuda"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[infer] device = 'cuda': torch sees 0 CUDA device" in err[0]
+    assert "Traceback" not in err[0]
+    assert not (tiny_project / "mini_test_output").exists() or not any((tiny_project / "mini_test_output").iterdir())

@@ -36,4 +36,5 @@ def load_predictor(cfg, weights: str | None = None, device: str | None = None, p
     model = create_model(cfg.model)
     load_weights_into(model, weights or default_weights(cfg), cfg)
     prec = precision or cfg.train.precision
-    return Predictor(model, device=resolve_device(device or cfg.infer.device), precision=prec, channels_last=cfg.train.channels_last)
+    return Predictor(model, device=resolve_device(device or cfg.infer.device), precision=prec,
+                     channels_last=cfg.train.channels_last)
