@@ -386,7 +386,10 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     for sub in ("models", "cases"):
-        (d / sub).symlink_to(Path("..") / base["name"] / sub, target_is_directory=True)  # runs/ may move
+        # to the folder of the run that trained the model, not through the base's own link (a row renamed
+        # later would break a chain of links); relative, as runs/ may move
+        target = (out / "runs" / base["name"] / sub).resolve()
+        (d / sub).symlink_to(os.path.relpath(target, d), target_is_directory=True)
     # a row's sets are relative to the demo config of now (rows are renamed when it changes), not to
     # the config file the base run was trained with: the new row is scored with today's config + sets
     from flexunet.demo import DEMO_CONFIG

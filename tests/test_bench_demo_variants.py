@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,27 @@ def test_post_variant_reuses_the_base_model_and_adds_its_settings(dv, tmp_path, 
     from flexunet.demo import DEMO_CONFIG
 
     assert (d / "train_eval_infer.config").read_text() == DEMO_CONFIG.read_text()
+
+
+def test_a_post_of_a_post_links_the_trained_run_and_survives_renaming_the_middle_row(dv, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    b = out / "runs" / "trained"
+    (b / "models").mkdir(parents=True)
+    (b / "models" / "best.pt").write_bytes(b"w")
+    (b / "cases" / "phantom_006").mkdir(parents=True)
+    (b / "cases" / "phantom_006" / "label.nii.gz").write_bytes(b"x")
+    monkeypatch.setattr(dv, "_flexunet", lambda *a: None)
+    monkeypatch.setattr(dv, "score_run", lambda d, sets_args, o: {})
+    base = {"name": "trained", "sets": [], "seconds": 5.0, "ok": True, "epochs": 9,
+            "test": {"cases": {"phantom_006": {}}}}
+    mid = dv.post_variant("mid", base, ["infer.tumour_grow=1"], out)
+    mid["test"] = base["test"]  # what score_run (stubbed here) would have added
+    dv.post_variant("top", mid, ["infer.tumour_grow=3"], out)
+    top = out / "runs" / "top"
+    assert not (top / "models").resolve().is_relative_to((out / "runs" / "mid").resolve())
+    (out / "runs" / "mid").rename(out / "runs" / "renamed")
+    assert (top / "models" / "best.pt").read_bytes() == b"w"  # still reaches the trained run's weights
+    assert not Path(os.readlink(top / "models")).is_absolute()
 
 
 def test_finish_variant_scores_the_saved_model_of_a_stopped_demo(dv, tmp_path, monkeypatch):
