@@ -80,7 +80,7 @@ VARIANTS: dict[str, list[str]] = {
     "ema": ["train.ema_decay=0.99"],
     "ema_seed7": ["train.ema_decay=0.99", "train.seed=7"],
     # a narrower HU window, near the one nnU-Net's CT normalisation derives for livers (0.5-99.5
-    # percentiles of the foreground): lesions 20-50 HU darker span twice the grey levels
+    # percentiles of the foreground): lesions 20-50 HU darker span 1.6 times the grey levels
     "window": ["slice.hu_window=(-20,200)"],
     # the shipped recipe trained anew in the seventh session, when the machine fitted fewer epochs
     "shipped_rerun": [],
@@ -90,7 +90,7 @@ VARIANTS: dict[str, list[str]] = {
     "poly": POLY,
     "poly_seed7": POLY + ["train.seed=7"],
     "poly_seed123": POLY + ["train.seed=123"],
-    # twice the optimiser steps in the same time (batch 4 instead of 8)
+    # twice the optimiser steps per epoch (batch 4 instead of 8)
     "batch4": ["train.batch_size=4"],
     # the same models with the organ's holes filled slice by slice (the recipe before this was a setting)
     "fill": FILL_ON,
@@ -147,7 +147,8 @@ VARIANTS: dict[str, list[str]] = {
     # the base recipe early-stops itself before 8 minutes; this one uses all of 20
     "base_poly_20min": BASE + POLY + ["train.max_time_minutes=20", "train.epochs=200"],
 }
-# every other row was run while infer-volume always filled the organ's holes
+# the rows run since fill_holes became a setting; every other row was run while infer-volume always
+# filled the organ's holes
 RUN_WITH_FILL_HOLES_SETTING = {"shipped", "seed7", "seed123", "nogrow_nofill", "ema", "ema_seed7", "window",
                                "batch4", "beyond1", "beyond1_seed7", "beyond1_seed123", "grow3", "grow3_seed7",
                                "grow3_seed123", "grow3_beyond1", "grow3_beyond1_seed7", "grow3_beyond1_seed123",
