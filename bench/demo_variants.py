@@ -330,11 +330,9 @@ def _case_arrays(cases_dir: Path, pred_dir: Path, case: str):
 def _best_epoch(d: Path) -> int | None:
     """1-based epoch of the lowest valid loss in the history of the run that trained ``<d>``'s model:
     its own, or for a ``--post`` row (no history of its own) that of the run its models/ links to."""
-    for _ in range(8):  # a post row of a post row links to a link
-        h = d / "history.json"
-        if h.exists() or not (d / "models").is_symlink():
-            break
-        d = Path(os.path.normpath(d / os.readlink(d / "models"))).parent
+    h = d / "history.json"
+    if not h.exists() and (d / "models").is_symlink():
+        h = (d / "models").resolve().parent / "history.json"  # resolve() follows a chain of links too
     if not h.exists():
         return None
     loss = json.loads(h.read_text()).get("val_loss") or []

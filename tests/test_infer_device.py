@@ -32,15 +32,18 @@ def test_device_spelling_is_checked_when_the_config_loads(bad):
         config_from_dict({"infer": {"device": bad}})
 
 
-def test_predictor_is_built_on_the_configured_device(tmp_path):
+def test_predictor_follows_the_configured_device_unless_told_otherwise(tmp_path, monkeypatch):
     from flexunet.models import create_model
     from flexunet.train.checkpoint import save_weights
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32, "base_filters": 4, "num_layers": 3},
-                            "infer": {"device": "cpu"}})
+                            "infer": {"device": "cuda"}})
     w = tmp_path / "best.pt"
     save_weights(w, create_model(cfg.model), cfg)
-    pred = load_predictor(cfg, str(w))
+    with pytest.raises(ConfigError, match=r"\[infer\] device = 'cuda'"):  # the config's device is the one used
+        load_predictor(cfg, str(w))
+    pred = load_predictor(cfg, str(w), device="cpu")  # an explicit device wins
     assert pred.device == torch.device("cpu")
     assert next(pred.model.parameters()).device.type == "cpu"
 

@@ -116,8 +116,8 @@ def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sig
         # the band, on the image smoothed without what is much darker than the lesion (fat, air)
         tissue = raw > t - gap
         weight = ndimage.gaussian_filter(tissue.astype(np.float32), sigma)
-        smooth = ndimage.gaussian_filter(np.where(tissue, raw, 0), sigma) / np.maximum(weight, 1e-3)
-        allowed = region & tissue & (np.abs(smooth - t) < gap / 2) & (out[pad] != tumour)
+        tissue_smooth = ndimage.gaussian_filter(np.where(tissue, raw, 0), sigma) / np.maximum(weight, 1e-3)
+        allowed = region & tissue & (np.abs(tissue_smooth - t) < gap / 2) & (out[pad] != tumour)
         grown = seed.copy()
         for _ in range(steps):
             new = ndimage.binary_dilation(grown, face) & allowed & ~grown

@@ -85,8 +85,8 @@ def _loader(paths, cfg, q: queue.Queue, abort: threading.Event, keep_going: bool
             vol = read_volume(path)
             can, undo = to_canonical(vol)
             u8 = hu_to_uint8(can.array, cfg.slice.hu_window)
-            spacing = tuple(float(x) for x in np.linalg.norm(np.asarray(can.affine, float)[:3, :3], axis=0))
-            item = (path, vol.affine, vol.header, vol.array.shape, u8, spacing, undo, None, time.perf_counter() - t0)
+            item = (path, vol.affine, vol.header, vol.array.shape, u8, can.spacing, undo, None,
+                    time.perf_counter() - t0)
             del vol, can
         except FlexUNetError as exc:
             item = (path, None, None, None, None, None, None, str(exc), 0.0)
