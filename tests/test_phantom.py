@@ -109,24 +109,6 @@ def test_intensities_plausible(small_cases):
     assert min(diffs) > 15, f"tumours must be clearly hypodense, got {diffs}"
 
 
-def test_kidneys_in_perirenal_fat_apart_from_the_liver():
-    """The liver never touches a kidney nor lies behind one (lower j in the kidney's column); fat surrounds it."""
-    touching = 0
-    for seed in range(8):
-        img, lab, _, info = _phantom((0, seed), (256, 256, 48), (1.5, 1.5, 3.0))
-        kid, liver = info["kidneys"], lab >= 1
-        assert kid.any() and liver.any()
-        near = ndi.binary_dilation(kid, structure=np.ones((3, 3, 1), bool)) & ~kid
-        assert not (near & (lab == 1)).any(), f"seed {seed}: liver touches a kidney"
-        behind = ~np.logical_or.accumulate(kid, axis=1) & np.flip(np.logical_or.accumulate(np.flip(kid, 1), 1), 1)
-        assert not (behind & (lab == 1)).any(), f"seed {seed}: liver behind a kidney"
-        ring = ndi.binary_dilation(kid, structure=np.ones((3, 3, 1), bool), iterations=2) & ~kid
-        touching += int(ndi.binary_dilation(liver, iterations=6)[kid].any())
-        # blurred fat: most of the ring around a kidney that is not bone or vessel is far below soft tissue
-        assert np.median(img[ring]) < -20, f"seed {seed}: no fat around the kidneys ({np.median(img[ring])})"
-    assert touching >= 3, "the liver must still come close to the right kidney in some cases"
-
-
 def test_fat_and_muscle_layers():
     img, _, _, _ = _phantom(3, SMALL, SMALL_SP)
     hist_vals = img[(img > -300) & (img < 200)]

@@ -13,10 +13,8 @@ apart from the liver:
   psoas muscles, the ribs (bright arcs in the body wall of the upper slices),
   the contrast-filled aorta and inferior vena cava;
 * distractor organs near liver intensity: the spleen (liver +-8 HU, on the
-  patient's left), both kidneys (medulla +30..40 HU inside a brighter cortex,
-  wrapped in 2.5-7 mm of perirenal fat that also separates them from the liver,
-  which never reaches behind a kidney) and the stomach (wall, fluid and often
-  an air-fluid level);
+  patient's left), both kidneys (medulla +30..40 HU inside a brighter cortex)
+  and the stomach (wall, fluid and often an air-fluid level);
 * the liver (+52..72 HU with slow heterogeneity and brighter vessels) on the
   patient's right, anterior-lateral: a union of three deformed elliptical
   blobs (right lobe, left lobe, caudate) whose radii and centres change
@@ -450,7 +448,7 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     liver |= blob(vb_u + g * _u(rng, 0.15, 0.3), vb_v + rv + g * _u(rng, 0.25, 0.35), g * 0.15, g * 0.12,
                    _z_profile(t, c_lo, 0.5 * (c_lo + c_hi), c_hi))
     liver &= cavity & ~excl
-    del theta
+    del excl, cavity, theta
     # keep the largest 26-connected piece so the liver is one organ over contiguous slices
     box = _bbox(liver, pad=1)
     if box is not None:
@@ -465,9 +463,6 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     if box is not None:
         _paint_liver(rng, img, liver, box, liver_hu)
         _place_tumours(rng, img, liver, tumour, spacing, liver_hu)
-    _perirenal_fat(rng, img, liver, label_keep=tumour, kidneys=kidneys, allowed=cavity & ~excl,
-                   spacing=spacing, fat_hu=fat_hu)
-    del excl, cavity
 
     # ---- partial-volume blur + correlated noise ---------------------------
     # white noise added before the blur: one filter pass gives partial volume and noise
@@ -488,40 +483,6 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     info = {"spleen": spleen & ~liver, "kidneys": kidneys & ~liver, "liver_hu": liver_hu, "spleen_hu": spleen_hu,
             "noise_sd": noise_sd}
     return img, label, phantom_affine(shape, spacing), info
-
-
-def _perirenal_fat(rng, img, liver, *, label_keep, kidneys, allowed, spacing, fat_hu) -> None:
-    """Wrap each kidney in perirenal fat (Gerota's fascia), 2.5-7 mm thick, carved from what lies there.
-
-    The kidneys are retroperitoneal and fat separates them from the liver on CT.  Without the fat the
-    liver, carved around the kidney, could enclose the kidney's upper pole on an axial slice; its
-    dark medulla inside the bright cortex then looks like a rim-enhancing tumour, which real CT does
-    not show; nor does the liver reach behind the kidney, so liver voxels posterior of it become fat
-    too.  The fat takes liver voxels (not tumour ones, ``label_keep``) and the visceral mixture
-    (``allowed``), never bone, vessels, the spleen or the other kidney.  Its random draws come from a
-    child of the case's seed, so every other structure of a seed is what it was without the fat.
-    """
-    sub = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
-    lab, n = ndi.label(kidneys, structure=_CONN26)
-    for i in range(1, n + 1):
-        thick = _u(sub, 2.5, 7.0)
-        hu = fat_hu + _u(sub, 0.0, 20.0)
-        comp = lab == i
-        pad = [int(np.ceil(thick / s)) + 1 for s in spacing]
-        box = _bbox(comp, pad=max(pad))
-        if box is None:
-            continue
-        box = (box[0], slice(0, box[1].stop), box[2])  # down to the back: "behind" below reaches there
-        c = comp[box]
-        dist = ndi.distance_transform_edt(~c, sampling=spacing)
-        # the liver never lies behind the kidney (the posterior abdominal wall is there): liver voxels
-        # posterior of the kidney in its own column (lower j) become retroperitoneal fat as well
-        below_top = np.flip(np.logical_or.accumulate(np.flip(c, axis=1), axis=1), axis=1)  # j <= kidney's max j
-        from_bottom = np.logical_or.accumulate(c, axis=1)  # j >= kidney's min j
-        behind = below_top & ~from_bottom & liver[box]
-        fat = ((dist <= thick) | behind) & ~c & allowed[box] & ~label_keep[box]
-        img[box][fat] = hu
-        liver[box] &= ~fat
 
 
 def _paint_liver(rng, img, liver, box, liver_hu) -> None:
