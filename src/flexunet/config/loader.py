@@ -316,6 +316,9 @@ def validate(cfg: Config) -> None:
            f"{src}: [slice] background_fraction = {s.background_fraction}: expected in [0, 1]")
     _check(0 <= cfg.augmentor.probability <= 1,
            f"{src}: [augmentor] probability = {cfg.augmentor.probability}: expected in [0, 1]")
+    _check(all(isinstance(w, str) and w.strip() for w in cfg.infer.weights),
+           f"{src}: [infer] weights = {cfg.infer.weights!r}: expected a list of checkpoint paths, "
+           "e.g. [\"best.pt\", \"last.ckpt\"]")
     _check(cfg.infer.min_tumour_mm3 >= 0,
            f"{src}: [infer] min_tumour_mm3 = {cfg.infer.min_tumour_mm3}: expected >= 0 (mm^3; 0 keeps all)")
     _check(0 <= cfg.infer.tumour_liver_contact <= 1,

@@ -125,6 +125,10 @@ class InferConfig:
     device: str = _f("auto", "Where infer, evaluate and infer-volume run the model: auto (the GPU where torch sees "
                              "one, else the CPU), cpu, cuda, cuda:N.")
     merged_dir: Optional[str] = _f(None, "Alias of overlay_dir (original's name).")
+    weights: tuple = _f((), "Checkpoints that infer, evaluate and infer-volume run, their softmax averaged (an "
+                            "ensemble: best.pt and last.ckpt of one run, or several folds' best.pt); paths "
+                            "relative to [train] model_dir unless absolute; empty: model_dir/best.pt. "
+                            "--weights on the command line wins.")
     sharpening: bool = _f(False, "Accepted for compatibility; ignored.")
     fill_holes: bool = _f(True, "infer-volume postprocessing: fill the organ's holes slice by slice (they become "
                                 "liver); False keeps them (a vessel or gallbladder the liver surrounds).")

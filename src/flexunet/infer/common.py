@@ -8,6 +8,17 @@ def default_weights(cfg) -> Path:
     return Path(cfg.train.model_dir) / "best.pt"
 
 
+def weight_paths(cfg, weights=None) -> list[Path]:
+    """The checkpoints to run: ``weights`` (one path or several, from ``--weights``) if given, else
+    ``[infer] weights`` (relative to ``[train] model_dir`` unless absolute), else ``model_dir/best.pt``."""
+    if weights:
+        return [Path(w) for w in ([weights] if isinstance(weights, (str, Path)) else weights)]
+    if cfg.infer.weights:
+        model_dir = Path(cfg.train.model_dir)
+        return [p if p.is_absolute() else model_dir / p for p in map(Path, cfg.infer.weights)]
+    return [default_weights(cfg)]
+
+
 def resolve_device(device: str) -> str:
     """``[infer] device``: ``auto`` is the GPU where torch sees one, else the CPU."""
     import torch
@@ -26,15 +37,18 @@ def resolve_device(device: str) -> str:
 
 
 def load_predictor(cfg, weights: str | None = None, device: str | None = None, precision: str | None = None):
-    """Model from the registry + weights (default ``model_dir/best.pt``) -> :class:`Predictor` on ``device``
-    (default: ``[infer] device``)."""
+    """Model from the registry + weights (:func:`weight_paths`) -> :class:`Predictor` on ``device``
+    (default: ``[infer] device``).  Several checkpoints make an ensemble: their softmax is averaged."""
     from ..models import create_model
     from ..train.checkpoint import load_weights_into
     from .predictor import Predictor, set_threads
 
     set_threads()
-    model = create_model(cfg.model)
-    load_weights_into(model, weights or default_weights(cfg), cfg)
+    models = []
+    for path in weight_paths(cfg, weights):
+        model = create_model(cfg.model)
+        load_weights_into(model, path, cfg)
+        models.append(model)
     prec = precision or cfg.train.precision
-    return Predictor(model, device=resolve_device(device or cfg.infer.device), precision=prec,
-                     channels_last=cfg.train.channels_last)
+    return Predictor(models[0] if len(models) == 1 else models, device=resolve_device(device or cfg.infer.device),
+                     precision=prec, channels_last=cfg.train.channels_last)

@@ -20,7 +20,7 @@ def evaluate(cfg, weights: str | None = None, out_dir: str | None = None, quiet:
     from ..metrics.slices import SegmentationMeter, dice_coef_multiclass
     from ..train.callbacks import _atomic_text
     from ..train.losses import build_loss
-    from .common import load_predictor
+    from .common import load_predictor, weight_paths
 
     if not cfg.test.images_dir or not cfg.test.masks_dir:
         raise DataError(f"{cfg.source}: [test] images_dir and masks_dir are required for evaluate; "
@@ -52,8 +52,8 @@ def evaluate(cfg, weights: str | None = None, out_dir: str | None = None, quiet:
     for k, v in result.items():
         w.writerow([k, f"{v:.4f}" if isinstance(v, float) else v])
     _atomic_text(out / "evaluation.csv", buf.getvalue())
-    _atomic_text(out / "evaluation.json", json.dumps({"metrics": result, "weights": str(weights or
-                 Path(cfg.train.model_dir) / "best.pt"), "test_images": str(cfg.test.images_dir),
+    _atomic_text(out / "evaluation.json", json.dumps({"metrics": result, "weights": ", ".join(
+                 str(p) for p in weight_paths(cfg, weights)), "test_images": str(cfg.test.images_dir),
                  "notes": {"dice_coef_multiclass": "original metric: soft, background included, ~pixel accuracy",
                            "*_dice_mean": "mean over images where the class is in truth or prediction",
                            "*_dice_pooled": "pooled over all test images"}}, indent=1, allow_nan=True))
