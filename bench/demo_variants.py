@@ -61,10 +61,21 @@ BASE = SYNTH_OFF + FILTERS_OFF
 CTXFLIP = ["train.context_flip=0.5", "infer.tta_context_flip=True"]
 FILL_ON = ["infer.fill_holes=True"]
 BEYOND1 = ["infer.tumour_grow_beyond=1"]
+BEST_ONLY = ['infer.weights=["best.pt"]']
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
     "seed7": ["train.seed=7"],
     "seed123": ["train.seed=123"],
+    # the same models run from best.pt alone, not averaged with last.ckpt (shipped before the eighth session)
+    "best1": BEST_ONLY,
+    "best1_seed7": BEST_ONLY + ["train.seed=7"],
+    "best1_seed123": BEST_ONLY + ["train.seed=123"],
+    # best.pt + last.ckpt on the models of the slower machine's runs and of the poly rows (below)
+    "ens_rerun": [],
+    "ens_rerun_seed123": ["train.seed=123"],
+    "ens_poly": POLY,
+    "ens_poly_seed7": POLY + ["train.seed=7"],
+    "ens_poly_seed123": POLY + ["train.seed=123"],
     # the same models growing 1 voxel past the organ's outline instead of 2 (shipped in the sixth session)
     "beyond1": BEYOND1,
     "beyond1_seed7": BEYOND1 + ["train.seed=7"],
@@ -152,16 +163,24 @@ VARIANTS: dict[str, list[str]] = {
 RUN_WITH_FILL_HOLES_SETTING = {"shipped", "seed7", "seed123", "nogrow_nofill", "ema", "ema_seed7", "window",
                                "batch4", "beyond1", "beyond1_seed7", "beyond1_seed123", "grow3", "grow3_seed7",
                                "grow3_seed123", "grow3_beyond1", "grow3_beyond1_seed7", "grow3_beyond1_seed123",
-                               "shipped_rerun", "poly", "poly_seed7", "poly_seed123", "shipped_rerun_seed123"}
+                               "shipped_rerun", "poly", "poly_seed7", "poly_seed123", "shipped_rerun_seed123",
+                               "best1", "best1_seed7", "best1_seed123", "ens_rerun", "ens_rerun_seed123", "ens_poly",
+                               "ens_poly_seed7", "ens_poly_seed123"}
 VARIANTS.update({k: v + FILL_ON for k, v in VARIANTS.items()
                  if k not in RUN_WITH_FILL_HOLES_SETTING and "infer.fill_holes=True" not in v})
 # and every row but these grew tumours at most 1 voxel past the organ (the default before the seventh
 # session); the rows without growing are the same either way
-RUN_WITH_BEYOND2 = {"shipped", "seed7", "seed123", "grow3", "grow3_seed7", "grow3_seed123", "shipped_rerun", "poly",
+RUN_WITH_ENSEMBLE = {"shipped", "seed7", "seed123", "ens_rerun", "ens_rerun_seed123", "ens_poly", "ens_poly_seed7",
+                     "ens_poly_seed123"}
+RUN_WITH_BEYOND2 = {"best1", "best1_seed7", "best1_seed123", "grow3", "grow3_seed7", "grow3_seed123", "shipped_rerun", "poly",
                     "poly_seed7", "poly_seed123", "shipped_rerun_seed123"}
 VARIANTS.update({k: v + BEYOND1 for k, v in VARIANTS.items()
-                 if k not in RUN_WITH_BEYOND2 and not any(x.startswith("infer.tumour_grow_beyond=") for x in v)
+                 if k not in RUN_WITH_BEYOND2 | RUN_WITH_ENSEMBLE
+                 and not any(x.startswith("infer.tumour_grow_beyond=") for x in v)
                  and "infer.tumour_grow=0" not in v})
+# and every row but these ran best.pt alone (the default before the eighth session: [infer] weights)
+VARIANTS.update({k: v + BEST_ONLY for k, v in VARIANTS.items()
+                 if k not in RUN_WITH_ENSEMBLE and not any(x.startswith("infer.weights=") for x in v)})
 
 
 def _case_rows(metrics_json: Path) -> dict:
