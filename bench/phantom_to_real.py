@@ -5,7 +5,10 @@ Runs ``flexunet infer-volume`` with the demo config on IRCADb patients 1 and 17 
 their labels; prints liver Dice (liver = label >= 1, so patient 1's liver-with-tumours label counts
 as it should).
 
-    python bench/phantom_to_real.py [--demo demo_run] [--cases bench/results/cache/cases]
+    python bench/phantom_to_real.py [--demo demo_run] [--cases bench/results/cache/cases] [--set infer.KEY=VALUE ...]
+
+``--set`` goes to ``infer-volume`` (e.g. ``--set 'infer.weights=["best.pt","last.ckpt"]'`` for a bench row
+whose folder holds an older copy of the demo config).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", default=str(ROOT / "demo_run"))
     ap.add_argument("--cases", default=str(ROOT / "bench/results/cache/cases"))
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="passed to infer-volume (repeatable)")
     args = ap.parse_args()
     demo, cases = Path(args.demo), Path(args.cases)
     cfg = demo / "train_eval_infer.config"
@@ -39,7 +44,8 @@ def main() -> None:
             tmp = Path(tmp)
             (tmp / "gt" / case).mkdir(parents=True)
             (tmp / "gt" / case / "label.nii.gz").symlink_to((cases / case / "label.nii.gz").resolve())
-            for argv in (["infer-volume", str(cfg), str(cases / case / "image.nii.gz"), "--output", str(tmp / "pred")],
+            for argv in (["infer-volume", str(cfg), str(cases / case / "image.nii.gz"), "--output", str(tmp / "pred"),
+                          *[a for x in args.set for a in ("--set", x)]],
                          ["evaluate-volume", str(tmp / "pred"), str(tmp / "gt"), "--output", str(tmp / "pred")]):
                 proc = subprocess.run([sys.executable, "-m", "flexunet", "--quiet", *argv], capture_output=True,
                                       text=True)

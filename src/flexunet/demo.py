@@ -1,6 +1,6 @@
 """``flexunet demo``: the whole volume pipeline on generated phantoms, in about 10 minutes on 2 cores.
 
-phantom (10 cases: 7 train, 1 valid, 2 test) -> slice (patient-wise) -> train (8 min budget) -> evaluate (2D)
+phantom (10 cases: 7 train, 1 valid, 2 test) -> slice (patient-wise) -> train (29 epochs, capped at 11 min) -> evaluate (2D)
 -> infer-volume on the held-out cases -> evaluate-volume, then a per-class table
 and the output paths.
 """
