@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_config("train", cmd_train, "train the [model] on [train]/[valid]")
     sp.add_argument("--resume", action="store_true", help="continue from model_dir/last.ckpt")
-    sp = with_config("evaluate", cmd_evaluate, "evaluate best.pt on [test]: evaluation.csv/.json")
+    sp = with_config("evaluate", cmd_evaluate, "evaluate the model ([infer] weights, default best.pt) on [test]: "
+                                                    "evaluation.csv/.json")
     sp.add_argument("--weights", action="append", metavar="CKPT",
                     help="checkpoint; repeat for an ensemble (softmax averaged) (default: [infer] weights, "
                          "else model_dir/best.pt)")

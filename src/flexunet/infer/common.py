@@ -36,7 +36,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_predictor(cfg, weights: str | None = None, device: str | None = None, precision: str | None = None):
+def load_predictor(cfg, weights: str | list[str] | None = None, device: str | None = None, precision: str | None = None):
     """Model from the registry + weights (:func:`weight_paths`) -> :class:`Predictor` on ``device``
     (default: ``[infer] device``).  Several checkpoints make an ensemble: their softmax is averaged."""
     from ..models import create_model

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import DataError
 
 
-def evaluate(cfg, weights: str | None = None, out_dir: str | None = None, quiet: bool = False) -> dict:
+def evaluate(cfg, weights: str | list[str] | None = None, out_dir: str | None = None, quiet: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm

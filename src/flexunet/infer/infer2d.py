@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import FlexUNetError
 
 
-def infer(cfg, weights: str | None = None, tiled: bool | None = None, keep_going: bool = False,
+def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None, keep_going: bool = False,
           quiet: bool = False) -> dict:
     import numpy as np
     import torch

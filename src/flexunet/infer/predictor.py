@@ -48,7 +48,8 @@ class Predictor:
     """Wraps a model for inference.
 
     Args:
-        model: module mapping (N, C, H, W) to logits (N, K, H, W).
+        model: module mapping (N, C, H, W) to logits (N, K, H, W), or a list of them: an ensemble,
+            whose softmax probabilities are averaged (``self.model`` is then the first).
         device: "cpu", "cuda" ...
         precision: "auto", "32" or "bf16" (see :func:`resolve_precision`).
         channels_last: use the channels_last memory format (faster convolutions on CPU and GPU).

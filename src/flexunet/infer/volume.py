@@ -107,7 +107,7 @@ def _loader(paths, cfg, q: queue.Queue, abort: threading.Event, keep_going: bool
     q.put(None)
 
 
-def infer_volumes(cfg, inputs: list[str], output: str, weights: str | None = None, postprocess: bool = True,
+def infer_volumes(cfg, inputs: list[str], output: str, weights: str | list[str] | None = None, postprocess: bool = True,
                   keep_going: bool = False, quiet: bool = False, predictor=None) -> dict:
     from ..io.atomic import safe_child
     from ..io.volumes import write_nifti
