@@ -1,4 +1,6 @@
 """[infer] weights / --weights: several checkpoints make an ensemble whose softmax is averaged."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_weight_paths_cli_then_config_then_best(tmp_path):
     cfg = config_from_dict({"train": {"model_dir": str(tmp_path)},
                             "infer": {"weights": ["best.pt", str(tmp_path / "abs" / "x.pt")]}})
     assert weight_paths(cfg) == [tmp_path / "best.pt", tmp_path / "abs" / "x.pt"]
-    assert weight_paths(cfg, "cli.pt") == [tmp_path.__class__("cli.pt")]
+    assert weight_paths(cfg, "cli.pt") == [Path("cli.pt")]
     assert [str(p) for p in weight_paths(cfg, ["a.pt", "b.pt"])] == ["a.pt", "b.pt"]
     plain = config_from_dict({"train": {"model_dir": str(tmp_path)}})
     assert weight_paths(plain) == [tmp_path / "best.pt"]
@@ -50,7 +52,7 @@ def test_ensemble_probs_are_the_mean_of_its_members(tmp_path):
     torch.testing.assert_close(one.probs(x), singles[0], atol=1e-5, rtol=1e-4)
 
 
-def test_tiled_ensemble_of_one_model_twice_equals_that_model(tmp_path):
+def test_tiled_ensemble_of_one_model_twice_agrees_with_that_model(tmp_path):
     cfg, models = _two_checkpoints(tmp_path)
     x = torch.rand(1, cfg.model.image_channels, 48, 40)
     single = Predictor(models[0], precision="32").tiled_probs(x, (32, 32), 8)
