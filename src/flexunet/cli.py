@@ -144,6 +144,13 @@ def cmd_config_doc(args):
     print(reference_markdown())
 
 
+def add_weights(sp: argparse.ArgumentParser) -> None:
+    """``--weights`` of the commands that run a trained model (evaluate, infer, infer-volume)."""
+    sp.add_argument("--weights", action="append", metavar="CKPT",
+                    help="checkpoint; repeat for an ensemble (softmax averaged) (default: [infer] weights, "
+                         "else model_dir/best.pt)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexunet", description="Liver and liver-tumour CT segmentation "
                                 "(successor of TensorFlowFlexUNet; reads its train_eval_infer.config).")
@@ -163,14 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue from model_dir/last.ckpt")
     sp = with_config("evaluate", cmd_evaluate, "evaluate the model ([infer] weights, default best.pt) on [test]: "
                                                     "evaluation.csv/.json")
-    sp.add_argument("--weights", action="append", metavar="CKPT",
-                    help="checkpoint; repeat for an ensemble (softmax averaged) (default: [infer] weights, "
-                         "else model_dir/best.pt)")
+    add_weights(sp)
     sp.add_argument("--output", help="folder of evaluation.csv (default: the config's folder)")
     sp = with_config("infer", cmd_infer, "segment [infer] images_dir into palette PNGs and overlays")
-    sp.add_argument("--weights", action="append", metavar="CKPT",
-                    help="checkpoint; repeat for an ensemble (softmax averaged) (default: [infer] weights, "
-                         "else model_dir/best.pt)")
+    add_weights(sp)
     sp.add_argument("--tiled", action="store_true", help="sliding-window inference for large images")
     sp.add_argument("--keep-going", action="store_true", help="report failing files and continue")
 
@@ -201,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config("infer-volume", cmd_infer_volume, "segment CT volumes (NIfTI/DICOM/MRC) into label NIfTI")
     sp.add_argument("inputs", nargs="+", help="volumes: .nii/.nii.gz files, DICOM folders or .zip, .mrc")
     sp.add_argument("--output", required=True, help="output folder for <case>.nii.gz")
-    sp.add_argument("--weights", action="append", metavar="CKPT",
-                    help="checkpoint; repeat for an ensemble (softmax averaged) (default: [infer] weights, "
-                         "else model_dir/best.pt)")
+    add_weights(sp)
     sp.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole filling")
     sp.add_argument("--keep-going", action="store_true", help="report failing volumes and continue")
 
