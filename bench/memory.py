@@ -139,12 +139,12 @@ def main(argv=None) -> int:
 
     from flexunet.config import load_config
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import save_weights
+    from flexunet.models.checkpoint import save_weights
 
     cfg_path = work / "memory.config"
     cfg_path.write_text(CONFIG.format(size=args.size))
     cfg = load_config(cfg_path)
-    save_weights(work / "models" / "best.pt", create_model(cfg.model), cfg)
+    save_weights(work / "models" / "best.pt", create_model(cfg.model), cfg.model)
 
     print(f"# flexunet memory bench: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}; work folder {work}")

@@ -112,9 +112,9 @@ def build_model(cfg, seed: int = 0, weights: str | None = None) -> torch.nn.Modu
     torch.manual_seed(seed)
     model = create_model(cfg.model)
     if weights:
-        from flexunet.train.checkpoint import load_weights_into
+        from flexunet.models.checkpoint import load_weights_into
 
-        load_weights_into(model, weights, cfg)
+        load_weights_into(model, weights, cfg.model.model)
     return model
 
 
@@ -184,7 +184,7 @@ def realistic_batch(cfg, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, np.nd
     size = (m.image_height, m.image_width)
     try:
         from flexunet.data.phantom import generate_phantom
-        from flexunet.data.slicer import hu_to_uint8, slice_channels, to_view
+        from flexunet.data.slicer import context_enabled, hu_to_uint8, slice_channels, to_view
     except ImportError:
         generate_phantom = None
     if generate_phantom is None:
@@ -198,7 +198,9 @@ def realistic_batch(cfg, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, np.nd
     if len(zs) == 0:
         zs = np.arange(lab.shape[2])
     ks = np.unique(np.linspace(zs[0], zs[-1], n).round().astype(int))
-    xs = [normalize_image(slice_channels(u8, int(k), cfg).astype(np.float32) / 255.0, cfg) for k in ks]
+    context = context_enabled(m.image_channels, cfg.slice.context_slices)
+    xs = [normalize_image(slice_channels(u8, int(k), m.image_channels, context).astype(np.float32) / 255.0,
+                          m.input_normalize) for k in ks]
     x = torch.from_numpy(np.stack(xs)).float()
     truth = np.stack([to_view(lab[:, :, int(k)]) for k in ks]).astype(np.int64)
     if tuple(x.shape[2:]) != size:

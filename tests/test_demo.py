@@ -32,7 +32,7 @@ def test_demo_runs_every_step_and_reports_targets(tmp_path, capsys):
     assert "global Dice (pooled over the cases)" in text
     assert "NOT met" in text
     # the overrides reached training: the model was built at 64x64 with 4 filters
-    from flexunet.train.checkpoint import load_state_dict
+    from flexunet.models.checkpoint import load_state_dict
 
     _, meta = load_state_dict(out / "models" / "best.pt")
     assert meta["image_width"] == 64 and meta["model_config"]["base_filters"] == 4

@@ -165,8 +165,8 @@ def test_truncated_png_is_data_error(tmp_path):
 
 def test_normalize_image(tmp_path):
     arr = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32)
-    assert normalize_image(arr, make_cfg(tmp_path)) is arr
-    out = normalize_image(arr, make_cfg(tmp_path, model={"input_normalize": True}))
+    assert normalize_image(arr, make_cfg(tmp_path).model.input_normalize) is arr
+    out = normalize_image(arr, make_cfg(tmp_path, model={"input_normalize": True}).model.input_normalize)
     assert out.dtype == np.float32
     assert abs(out.mean()) < 1e-5 and abs(out.std() - 1) < 1e-3
 

@@ -34,13 +34,13 @@ def test_device_spelling_is_checked_when_the_config_loads(bad):
 
 def test_predictor_follows_the_configured_device_unless_told_otherwise(tmp_path, monkeypatch):
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import save_weights
+    from flexunet.models.checkpoint import save_weights
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32, "base_filters": 4, "num_layers": 3},
                             "infer": {"device": "cuda"}})
     w = tmp_path / "best.pt"
-    save_weights(w, create_model(cfg.model), cfg)
+    save_weights(w, create_model(cfg.model), cfg.model)
     with pytest.raises(ConfigError, match=r"\[infer\] device = 'cuda'"):  # the config's device is the one used
         load_predictor(cfg, str(w))
     pred = load_predictor(cfg, str(w), device="cpu")  # an explicit device wins

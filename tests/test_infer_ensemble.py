@@ -15,7 +15,7 @@ SMALL = {"image_width": 32, "image_height": 32, "base_filters": 4, "num_layers":
 
 def _two_checkpoints(tmp_path):
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import save_weights
+    from flexunet.models.checkpoint import save_weights
 
     cfg = config_from_dict({"model": SMALL, "train": {"model_dir": str(tmp_path / "models")},
                             "infer": {"device": "cpu", "weights": ["best.pt", "other.pt"]}})
@@ -24,7 +24,7 @@ def _two_checkpoints(tmp_path):
     for i, name in enumerate(("best.pt", "other.pt")):
         torch.manual_seed(i)
         m = create_model(cfg.model)
-        save_weights(tmp_path / "models" / name, m, cfg)
+        save_weights(tmp_path / "models" / name, m, cfg.model)
         models.append(m)
     return cfg, models
 

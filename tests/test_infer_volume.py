@@ -6,7 +6,7 @@ import pytest
 from flexunet.cli import main
 from flexunet.io.volumes import read_volume
 from flexunet.models import create_model
-from flexunet.train.checkpoint import save_weights
+from flexunet.models.checkpoint import save_weights
 
 from volume_helpers import synthetic_case, write_case, write_dicom_series
 
@@ -32,7 +32,7 @@ def project(tmp_path):
     from flexunet.config import load_config
 
     cfg = load_config(tmp_path / "c.config")
-    save_weights(tmp_path / "models" / "best.pt", create_model(cfg.model), cfg)
+    save_weights(tmp_path / "models" / "best.pt", create_model(cfg.model), cfg.model)
     return tmp_path
 
 
@@ -285,16 +285,16 @@ class _RecordingPredictor:
 
 def test_tta_context_flip_averages_the_swapped_context(project):
     from flexunet.config import load_config
-    from flexunet.infer.volume import predict_volume
+    from flexunet.infer.volume import VolumeSettings, predict_volume
 
     rng = np.random.default_rng(0)
     vol = rng.integers(0, 255, (32, 32, 5), dtype=np.uint8)
     cfg = load_config(project / "c.config")
     rec = _RecordingPredictor()
-    assert (predict_volume(rec, vol, cfg) == 1).all() and len(rec.inputs) == 1  # off: one pass, liver
+    assert (predict_volume(rec, vol, VolumeSettings.from_config(cfg)) == 1).all() and len(rec.inputs) == 1  # off: one pass, liver
     cfg = load_config(project / "c.config", ["infer.tta_context_flip=True"])
     rec = _RecordingPredictor()
-    labels = predict_volume(rec, vol, cfg)
+    labels = predict_volume(rec, vol, VolumeSettings.from_config(cfg))
     a, b = rec.inputs
     assert len(rec.inputs) == 2 and a.shape[1] == 3
     assert not np.array_equal(a.numpy(), b.numpy()) and np.array_equal(a.flip(1).numpy(), b.numpy())

@@ -96,21 +96,18 @@ def test_state_dict_round_trip(name, tmp_path):
 def test_flexunet_checkpoints_round_trip(name, tmp_path):
     """best.pt (the network's own keys) and a Lightning last.ckpt (keys under the module's ``model.``)
     both load back: a network whose own keys start with ``model.`` (MONAI's AttentionUnet) included."""
-    from types import SimpleNamespace
-
-    from flexunet.train.checkpoint import load_weights_into, save_weights
+    from flexunet.models.checkpoint import load_weights_into, save_weights
 
     cfg = small_cfg(name, normalization=True)
-    full = SimpleNamespace(model=cfg)
     model = build(cfg, seed=0).eval()
     x, _ = batch(cfg, 1)
-    save_weights(tmp_path / "best.pt", model, full)
+    save_weights(tmp_path / "best.pt", model, cfg)
     lightning = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                  "flexunet_meta": {"model": name}, "epoch": 3}
     torch.save(lightning, tmp_path / "last.ckpt")
     for path in (tmp_path / "best.pt", tmp_path / "last.ckpt"):
         fresh = build(cfg, seed=1).eval()
-        load_weights_into(fresh, path, full)
+        load_weights_into(fresh, path, cfg.model)
         with torch.no_grad():
             torch.testing.assert_close(fresh(x), model(x))
 

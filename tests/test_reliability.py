@@ -85,13 +85,13 @@ def proj(tmp_path):
     """A 32x32 project (8 train, 2 valid, 2 test slices) with untrained weights in models/best.pt."""
     from flexunet.config import load_config
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import save_weights
+    from flexunet.models.checkpoint import save_weights
 
     root = tmp_path / "p"
     cfg_path = make_project(root)
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
-    save_weights(root / "models" / "best.pt", create_model(cfg.model), cfg)
+    save_weights(root / "models" / "best.pt", create_model(cfg.model), cfg.model)
     return root
 
 
@@ -210,12 +210,12 @@ hu_window = (-100, 250)
 def vproj(tmp_path):
     from flexunet.config import load_config
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import save_weights
+    from flexunet.models.checkpoint import save_weights
 
     (tmp_path / "v.config").write_text(VOL_CONFIG)
     cfg = load_config(tmp_path / "v.config")
     torch.manual_seed(0)
-    save_weights(tmp_path / "models" / "best.pt", create_model(cfg.model), cfg)
+    save_weights(tmp_path / "models" / "best.pt", create_model(cfg.model), cfg.model)
     return tmp_path
 
 
@@ -408,7 +408,7 @@ def test_pickle_with_code_is_refused(proj, tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "payload": _Evil(marker)}, evil)
-    from flexunet.train.checkpoint import load_state_dict
+    from flexunet.models.checkpoint import load_state_dict
 
     with pytest.raises(CheckpointError, match=r"refused to load: the file would import and call posix\.system"):
         load_state_dict(evil)
@@ -429,11 +429,11 @@ def test_pickle_with_code_is_refused(proj, tmp_path, capsys):
 def _loadable(root: Path):
     from flexunet.config import load_config
     from flexunet.models import create_model
-    from flexunet.train.checkpoint import load_weights_into
+    from flexunet.models.checkpoint import load_weights_into
 
     cfg = load_config(config_of(root))
     for name in ("best.pt", "last.ckpt"):
-        load_weights_into(create_model(cfg.model), root / "models" / name, cfg)
+        load_weights_into(create_model(cfg.model), root / "models" / name, cfg.model.model)
     return torch.load(root / "models" / "last.ckpt", weights_only=True)
 
 
@@ -539,12 +539,12 @@ def _no_temp_files(folder: Path):
 
 def test_crash_while_saving_weights_keeps_old_file(tmp_path, monkeypatch):
     from flexunet.config import default_config
-    from flexunet.train import checkpoint
+    from flexunet.models import checkpoint
 
     cfg = default_config()
     model = torch.nn.Conv2d(1, 1, 1)
     path = tmp_path / "best.pt"
-    checkpoint.save_weights(path, model, cfg)
+    checkpoint.save_weights(path, model, cfg.model)
     before = path.read_bytes()
 
     def crash(obj, fh, *a, **k):
@@ -553,7 +553,7 @@ def test_crash_while_saving_weights_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="No space"):
-        checkpoint.save_weights(path, torch.nn.Conv2d(1, 1, 1), cfg)
+        checkpoint.save_weights(path, torch.nn.Conv2d(1, 1, 1), cfg.model)
     assert path.read_bytes() == before
     _no_temp_files(tmp_path)
 
@@ -638,14 +638,14 @@ def test_output_names_cannot_escape(tmp_path, name):
 
 def test_volume_output_name_from_dotdot_input_stays_inside(vproj, capsys):
     """A DICOM folder given as 'x/..' has the base name '..': the output is refused or stays inside."""
-    from flexunet.infer.volume import _output_name
+    from flexunet.infer.volume import output_name
     from flexunet.io.atomic import safe_child
 
     out = vproj / "out"
     out.mkdir()
     for given_path in ("cases/..", "../../etc/passwd.nii.gz", "/"):
         try:
-            child = safe_child(out, _output_name(given_path) + ".nii.gz")
+            child = safe_child(out, output_name(given_path) + ".nii.gz")
         except DataError:
             continue
         assert child.resolve().parent == out.resolve()

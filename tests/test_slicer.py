@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from flexunet.config import config_from_dict
-from flexunet.data.slicer import (from_view, hu_to_uint8, list_cases, slice_cases, slice_channels, split_cases,
-                                  to_view)
+from flexunet.data.slicer import (context_enabled, from_view, hu_to_uint8, list_cases, slice_cases, slice_channels,
+                                  split_cases, to_view)
 from flexunet.errors import DataError
 
 from volume_helpers import write_case
@@ -92,11 +92,15 @@ def test_hu_window_and_25d_channels():
     assert hu_to_uint8(hu, (-100, 250)).tolist() == [0, 0, 128, 255, 255]
     vol = np.stack([np.full((4, 4), k, np.uint8) for k in range(5)], axis=2)
     cfg = config_from_dict({"model": {"image_channels": 3, "image_width": 32, "image_height": 32, "num_layers": 3}})
-    assert slice_channels(vol, 0, cfg)[:, 0, 0].tolist() == [0, 0, 1]
-    assert slice_channels(vol, 2, cfg)[:, 0, 0].tolist() == [1, 2, 3]
-    assert slice_channels(vol, 4, cfg)[:, 0, 0].tolist() == [3, 4, 4]
+    ctx = context_enabled(cfg.model.image_channels, cfg.slice.context_slices)
+    assert ctx
+    assert slice_channels(vol, 0, 3, ctx)[:, 0, 0].tolist() == [0, 0, 1]
+    assert slice_channels(vol, 2, 3, ctx)[:, 0, 0].tolist() == [1, 2, 3]
+    assert slice_channels(vol, 4, 3, ctx)[:, 0, 0].tolist() == [3, 4, 4]
+    assert slice_channels(vol, 2, 3, False)[:, 0, 0].tolist() == [2, 2, 2]
     cfg1 = config_from_dict({"model": {"image_channels": 1, "image_width": 32, "image_height": 32, "num_layers": 3}})
-    assert slice_channels(vol, 2, cfg1).shape == (1, 4, 4)
+    assert not context_enabled(cfg1.model.image_channels, cfg1.slice.context_slices)
+    assert slice_channels(vol, 2, 1, False).shape == (1, 4, 4)
 
 
 def test_on_the_fly_dataset_matches_png_slices(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
+from .rules import LOSS_NAMES, context_enabled
 from .schema import DEFAULT_RGB_MAP, PATH_KEYS, SECTIONS, Config
 
 
@@ -252,8 +253,6 @@ def validate(cfg: Config) -> None:
            f"{src}: [model] dropout_rate = {m.dropout_rate}: dropout_rate*(num_layers-1) must be in [0, 1)")
     _check(m.learning_rate > 0, f"{src}: [model] learning_rate = {m.learning_rate}: expected > 0")
     _check(m.clipvalue is None or m.clipvalue > 0, f"{src}: [model] clipvalue = {m.clipvalue}: expected > 0")
-    from ..train.losses import LOSS_NAMES  # light module: no torch import at module level
-
     _check(m.loss in LOSS_NAMES, f"{src}: [model] loss = {m.loss!r}: expected one of {', '.join(LOSS_NAMES)}")
     _check(t.epochs >= 1, f"{src}: [train] epochs = {t.epochs}: expected >= 1")
     _check(t.batch_size >= 1, f"{src}: [train] batch_size = {t.batch_size}: expected >= 1")
@@ -279,14 +278,12 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.patch_foreground_fraction <= 1,
            f"{src}: [train] patch_foreground_fraction = {t.patch_foreground_fraction}: expected in [0, 1]")
     _check(0 <= t.synth_lesions <= 1, f"{src}: [train] synth_lesions = {t.synth_lesions}: expected in [0, 1]")
-    from ..data.slicer import uses_context
-
     _check(0 <= t.ema_decay < 1, f"{src}: [train] ema_decay = {t.ema_decay}: expected in [0, 1) (0: off)")
     _check(0 <= t.context_flip <= 1, f"{src}: [train] context_flip = {t.context_flip}: expected in [0, 1]")
-    _check(t.context_flip == 0 or uses_context(cfg),
+    _check(t.context_flip == 0 or context_enabled(m.image_channels, cfg.slice.context_slices),
            f"{src}: [train] context_flip = {t.context_flip}: expected 0 without 2.5D context "
            f"(image_channels = 3 and [slice] context_slices not False)")
-    _check(not cfg.infer.tta_context_flip or uses_context(cfg),
+    _check(not cfg.infer.tta_context_flip or context_enabled(m.image_channels, cfg.slice.context_slices),
            f"{src}: [infer] tta_context_flip = True: expected False without 2.5D context "
            f"(image_channels = 3 and [slice] context_slices not False)")
     for key, lo, integer in (("synth_lesion_count", 1, True), ("synth_lesion_radius", 1, False),

@@ -79,7 +79,7 @@ class SliceDataset(Dataset):
                 image, mask = self.augment(image, mask, rng)
             if self.crop is not None:
                 image, mask = self.crop(image, mask, rng)
-        image = normalize_image(np.asarray(image, dtype=np.float32), self.cfg)
+        image = normalize_image(np.asarray(image, dtype=np.float32), self.cfg.model.input_normalize)
         image = np.ascontiguousarray(image, dtype=np.float32)
         mask = np.ascontiguousarray(mask, dtype=np.int64)
         return torch.from_numpy(image), torch.from_numpy(mask)

@@ -292,10 +292,10 @@ def load_image(path: PathLike, cfg, *, resize: bool = True) -> np.ndarray:
     return _resize_float(arr, (cfg.model.image_height, cfg.model.image_width))
 
 
-def normalize_image(arr: np.ndarray, cfg) -> np.ndarray:
+def normalize_image(arr: np.ndarray, standardize: bool) -> np.ndarray:
     """Per-image standardisation ``(x - mean) / (std + 1e-6)`` over all channels and pixels when
-    ``[model] input_normalize`` is on; otherwise ``arr`` unchanged."""
-    if not cfg.model.input_normalize:
+    ``standardize`` (``[model] input_normalize``) is on; otherwise ``arr`` unchanged."""
+    if not standardize:
         return arr
     arr = np.asarray(arr, dtype=np.float32)
     mean = float(arr.mean())

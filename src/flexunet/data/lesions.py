@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from .slicer import uses_context
+from ..config.rules import context_enabled
 
 
 def paint_lesions(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int, int],
@@ -110,7 +110,7 @@ def lesion_transform(cfg):
         return None
     lo, hi = (float(v) for v in cfg.slice.hu_window)
     c = cfg.model.image_channels
-    if c == 3 and uses_context(cfg):
+    if c == 3 and context_enabled(c, cfg.slice.context_slices):
         offsets = (-1, 0, 1)
     else:
         offsets = (0,) * c

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.rules import context_enabled
 from ..errors import DataError
 
 
@@ -42,17 +43,23 @@ def from_view(view: np.ndarray) -> np.ndarray:
     return view[::-1, ::-1].T
 
 
-def uses_context(cfg) -> bool:
-    c = cfg.slice.context_slices
-    return (cfg.model.image_channels == 3) if c is None else bool(c)
+def slice_channels(vol_u8: np.ndarray, k: int, channels: int, context: bool) -> np.ndarray:
+    """Display-oriented channels for slice ``k`` of a canonical windowed volume.
 
+    Args:
+        vol_u8: uint8 (I, J, K) canonical volume, already HU-windowed.
+        k: the axial slice.
+        channels: ``[model] image_channels`` (1 or 3).
+        context: 2.5D context (see :func:`context_enabled`): three channels are
+            slices k-1, k, k+1 (the ends repeat); otherwise slice k three times.
 
-def slice_channels(vol_u8: np.ndarray, k: int, cfg) -> np.ndarray:
-    """uint8 (C, rows, cols) display-oriented channels for slice k of a canonical windowed volume."""
+    Returns:
+        uint8 (channels, rows, cols) in display orientation (:func:`to_view`).
+    """
     nz = vol_u8.shape[2]
-    if cfg.model.image_channels == 1:
+    if channels == 1:
         ks = [k]
-    elif uses_context(cfg):
+    elif context:
         ks = [max(k - 1, 0), k, min(k + 1, nz - 1)]
     else:
         ks = [k, k, k]
@@ -162,7 +169,8 @@ def _resize_pair(img_chw: np.ndarray, mask: np.ndarray | None, size: tuple[int, 
 
 def slice_sample(vol_u8: np.ndarray, lab: np.ndarray | None, k: int, cfg):
     """uint8 image (C, H, W) and uint8 mask (H, W) at the model size, display-oriented."""
-    img = slice_channels(vol_u8, k, cfg)
+    img = slice_channels(vol_u8, k, cfg.model.image_channels,
+                         context_enabled(cfg.model.image_channels, cfg.slice.context_slices))
     mask = None if lab is None else to_view(lab[:, :, k]).copy()
     return _resize_pair(img, mask, (cfg.model.image_height, cfg.model.image_width))
 

@@ -50,7 +50,7 @@ class VolumeSliceDataset(Dataset):
                 img, mask = self.augment(img, mask, rng)
             if self.crop is not None:
                 img, mask = self.crop(img, mask, rng)
-        img = normalize_image(img, self.cfg)
+        img = normalize_image(img, self.cfg.model.input_normalize)
         return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), torch.from_numpy(
             np.ascontiguousarray(mask, dtype=np.int64))
 

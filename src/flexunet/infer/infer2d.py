@@ -54,7 +54,7 @@ def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None
         if not loaded:
             bar.update(len(chunk))
             continue
-        norm = [normalize_image(raw, cfg) for _, raw in loaded]
+        norm = [normalize_image(raw, cfg.model.input_normalize) for _, raw in loaded]
         if use_tiles:
             labels = []
             for im in norm:

@@ -17,7 +17,7 @@ import lightning as L
 from ..errors import TrainingAborted
 from ..io.atomic import atomic_save_bytes, atomic_save_text
 from ..io.trace import note_write
-from .checkpoint import save_weights
+from ..models.checkpoint import save_weights
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -49,7 +49,7 @@ class BestWeights(L.Callback):
             return
         self.best = cur
         if trainer.is_global_zero:
-            save_weights(self.path, pl_module.model, self.cfg)
+            save_weights(self.path, pl_module.model, self.cfg.model)
 
     def state_dict(self):
         return {"best": self.best}
@@ -237,7 +237,7 @@ class EpochChangeInfer(L.Callback):
                 paths = list_images(self.cfg.infer.images_dir)[: self.cfg.train.num_infer_images]
             except Exception:
                 paths = []
-            self._images = [(p.stem, normalize_image(load_image(p, self.cfg), self.cfg)) for p in paths]
+            self._images = [(p.stem, normalize_image(load_image(p, self.cfg), self.cfg.model.input_normalize)) for p in paths]
         return self._images
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -6,25 +6,7 @@ The original's names are accepted: ``dice_loss``/``bce_dice_loss``/``iou_loss``/
 """
 from __future__ import annotations
 
-#: name -> canonical name; importable without torch (the config validator uses it)
-LOSS_ALIASES = {
-    "categorical_crossentropy": "ce",
-    "ce": "ce",
-    "cross_entropy": "ce",
-    "dice": "dice",
-    "dice_loss": "dice",
-    "dice_ce": "dice_ce",
-    "dicece": "dice_ce",
-    "bce_dice_loss": "dice_ce",
-    "iou_loss": "jaccard",
-    "jaccard_loss": "jaccard",
-    "jaccard": "jaccard",
-    "focal": "focal",
-    "focal_loss": "focal",
-    "tversky": "tversky",
-    "tversky_loss": "tversky",
-}
-LOSS_NAMES = tuple(LOSS_ALIASES)
+from ..config.rules import LOSS_ALIASES, LOSS_NAMES  # noqa: F401  (names shared with the config validator)
 
 
 def build_loss(name: str):

@@ -88,14 +88,14 @@ def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
                                 sampler=sampler)
     valid_dl = build_dataloader(valid_ds, t.batch_size, shuffle=False, num_workers=t.num_workers)
     module = SegmentationModule(cfg)
-    from .checkpoint import load_weights_into
+    from ..models.checkpoint import load_weights_into
 
     if resume:
         # refuse a corrupt, unsafe or other-architecture last.ckpt with a one-line CheckpointError
         # before Lightning loads it (also with weights_only=True, below)
-        load_weights_into(module.model, last_path, cfg)
+        load_weights_into(module.model, last_path, cfg.model.model)
     elif cfg.model.pretrained:
-        load_weights_into(module.model, cfg.model.pretrained, cfg)
+        load_weights_into(module.model, cfg.model.pretrained, cfg.model.model)
     if cfg.model.show_summary and not quiet:
         n = sum(p.numel() for p in module.model.parameters())
         print(f"{cfg.model.model}: {n:,} parameters")

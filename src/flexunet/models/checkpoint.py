@@ -1,4 +1,4 @@
-"""Weights-only checkpoints: small, safe to load, checked against the config.
+"""Checkpoint format shared by training and inference: weights-only, small, safe to load.
 
 ``best.pt`` holds ``{"state_dict": ..., "meta": {...}}`` with only tensors and
 plain types, so it loads with ``torch.load(weights_only=True)`` (a pickle that
@@ -16,8 +16,7 @@ from ..errors import CheckpointError
 from ..io.trace import note_write
 
 
-def _meta(cfg) -> dict:
-    m = cfg.model
+def _meta(m) -> dict:
     return {"format": "flexunet-weights-v1", "model": m.model, "image_channels": m.image_channels,
             "num_classes": m.num_classes, "image_height": m.image_height, "image_width": m.image_width,
             "model_config": {k: (list(v) if isinstance(v, tuple) else v)
@@ -36,9 +35,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     note_write(path)
 
 
-def save_weights(path: str | os.PathLike, model, cfg) -> None:
+def save_weights(path: str | os.PathLike, model, model_config) -> None:
+    """Write ``model``'s weights (on CPU) and the ``[model]`` section they were built from to ``path``.
+
+    Args:
+        path: the ``.pt`` file; its folder is created; the write is atomic.
+        model: the network (``torch.nn.Module``).
+        model_config: the ``[model]`` section (:class:`~flexunet.config.schema.ModelConfig`), kept as
+            metadata so a loader can check the architecture.
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "meta": _meta(cfg)}, path)
+    atomic_torch_save({"state_dict": state, "meta": _meta(model_config)}, path)
 
 
 def _load_problem(exc: BaseException) -> str:
@@ -87,11 +94,20 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     return state, meta
 
 
-def load_weights_into(model, path: str | os.PathLike, cfg) -> None:
-    """Load ``path`` into ``model``; a checkpoint of another architecture or shape is a CheckpointError."""
+def load_weights_into(model, path: str | os.PathLike, model_name: str) -> None:
+    """Load the weights in ``path`` into ``model``.
+
+    Args:
+        model: the network (``torch.nn.Module``) built for ``model_name``.
+        path: a ``best.pt`` or a Lightning ``last.ckpt``.
+        model_name: the architecture the caller built (``[model] model``); aliases are resolved.
+
+    Raises:
+        CheckpointError: the file is missing or unsafe, or holds another architecture or shape.
+    """
     state, meta = load_state_dict(path)
-    want = cfg.model.model
-    from ..models.registry import resolve_name
+    want = model_name
+    from .registry import resolve_name
 
     got = meta.get("model")
     if got and resolve_name(got) != resolve_name(want):
