@@ -559,14 +559,13 @@ def test_crash_while_saving_weights_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_crash_in_os_replace_keeps_old_png_and_text(tmp_path, monkeypatch):
-    from flexunet.io.atomic import atomic_save_text
+    from flexunet.io.atomic import atomic_save_text, save_output_text
     from flexunet.io.png import save_png_atomic
-    from flexunet.train.callbacks import _atomic_text
 
     png, txt, csv = tmp_path / "m.png", tmp_path / "a.json", tmp_path / "h.csv"
     save_png_atomic(Image.new("L", (4, 4), 1), png)
     atomic_save_text(txt, "old")
-    _atomic_text(csv, "old")
+    save_output_text(csv, "old")
     before = png.read_bytes()
 
     def crash(src, dst):
@@ -574,7 +573,7 @@ def test_crash_in_os_replace_keeps_old_png_and_text(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     for write in (lambda: save_png_atomic(Image.new("L", (4, 4), 2), png), lambda: atomic_save_text(txt, "new"),
-                  lambda: _atomic_text(csv, "new")):
+                  lambda: save_output_text(csv, "new")):
         with pytest.raises(OSError):
             write()
     assert png.read_bytes() == before and txt.read_text() == "old" and csv.read_text() == "old"

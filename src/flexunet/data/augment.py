@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import textwrap
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -572,6 +571,8 @@ def augment_preview(cfg: Any, samples: Any, n: int = 16, out_png: str | os.PathL
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ..io.atomic import atomic_save_figure
+
     if n < 1:
         raise ConfigError(f"augment-preview: n = {n}: expected at least 1")
     aug = build_augmenter(replace(cfg, model=replace(cfg.model, generator=True)))
@@ -601,18 +602,6 @@ def augment_preview(cfg: Any, samples: Any, n: int = 16, out_png: str | os.PathL
     fig.tight_layout()
 
     out_png = os.fspath(out_png)
-    folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".augment_preview_", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, out_png)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    atomic_save_figure(fig, out_png, "png")
     return out_png

@@ -180,8 +180,8 @@ def slice_cases(cfg, quiet: bool = False) -> dict:
     from PIL import Image
     from tqdm import tqdm
 
+    from ..io.atomic import save_output_text
     from ..io.png import save_png_atomic
-    from ..train.callbacks import _atomic_text
 
     cases = list_cases(cfg.slice.cases_dir)
     unlabelled = [c.case_id for c in cases if c.label is None]
@@ -213,7 +213,7 @@ def slice_cases(cfg, quiet: bool = False) -> dict:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["case_id", "split", "slices", "image"])
     w.writerows(sorted(rows, key=lambda r: (r[1], r[0])))
-    _atomic_text(out / "split.csv", buf.getvalue())
+    save_output_text(out / "split.csv", buf.getvalue())
     if not quiet:
         per = {s: sorted(c for c, v in split.items() if v == s) for s in ("train", "valid", "test")}
         for s in ("train", "valid", "test"):

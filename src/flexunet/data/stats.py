@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import DataError
+from ..io.atomic import atomic_save_figure
 from .images import decode_mask, find_pairs
 
 SPLITS = ("train", "valid", "test")
@@ -103,17 +103,7 @@ def write_stats_chart(stats: dict[str, Any], out_png: str | os.PathLike) -> Path
     ax.set_title(f"Images per split: {Path(stats['dataset_dir']).name}")
     ax.margins(y=0.15)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_save_figure(fig, out, "png")
     return out
 
 

@@ -18,7 +18,7 @@ def evaluate(cfg, weights: str | list[str] | None = None, out_dir: str | None = 
     from ..data.dataset2d import SliceDataset, build_dataloader
     from ..data.images import find_pairs
     from ..metrics.slices import SegmentationMeter, dice_coef_multiclass
-    from ..train.callbacks import _atomic_text
+    from ..io.atomic import save_output_text
     from ..train.losses import build_loss
     from .common import load_predictor, weight_paths
 
@@ -51,8 +51,8 @@ def evaluate(cfg, weights: str | list[str] | None = None, out_dir: str | None = 
     w = csv.writer(buf, lineterminator="\n")
     for k, v in result.items():
         w.writerow([k, f"{v:.4f}" if isinstance(v, float) else v])
-    _atomic_text(out / "evaluation.csv", buf.getvalue())
-    _atomic_text(out / "evaluation.json", json.dumps({"metrics": result, "weights": ", ".join(
+    save_output_text(out / "evaluation.csv", buf.getvalue())
+    save_output_text(out / "evaluation.json", json.dumps({"metrics": result, "weights": ", ".join(
                  str(p) for p in weight_paths(cfg, weights)), "test_images": str(cfg.test.images_dir),
                  "notes": {"dice_coef_multiclass": "original metric: soft, background included, ~pixel accuracy",
                            "*_dice_mean": "mean over images where the class is in truth or prediction",

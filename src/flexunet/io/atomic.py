@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from flexunet.errors import DataError
+from flexunet.io.trace import note_write
 
 __all__ = [
     "atomic_write",
     "atomic_temp_path",
     "atomic_save_bytes",
     "atomic_save_text",
+    "atomic_save_figure",
+    "save_output_text",
     "safe_child",
 ]
 
@@ -170,10 +173,47 @@ def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy the file ``src`` to ``dst`` atomically (a reader sees the old file or the whole copy).
+
+    Returns:
+        ``Path(dst)``.
+    """
+    import shutil
+
+    with atomic_temp_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
+
+
 def atomic_save_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8, newlines as given); return ``Path(path)``."""
     with atomic_write(path, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
+    return Path(path)
+
+
+def save_output_text(path: str | os.PathLike, text: str) -> Path:
+    """Create ``path``'s folder, write ``text`` there atomically and record the write.
+
+    For the report files of training and evaluation (CSV, JSON): the folder is
+    made when missing, and the write is logged for ``FLEXUNET_TRACE_WRITES``
+    (:mod:`flexunet.io.trace`).  Returns ``Path(path)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_text(path, text)
+    note_write(path)
+    return path
+
+
+def atomic_save_figure(fig, path: str | os.PathLike, fmt: str = "png") -> Path:
+    """Render a matplotlib figure to ``path`` atomically (``fig.savefig`` into a temporary file).
+
+    The folder must exist.  Returns ``Path(path)``.
+    """
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format=fmt)
     return Path(path)
 
 

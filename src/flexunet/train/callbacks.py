@@ -8,23 +8,15 @@ import csv
 import io
 import json
 import math
-import os
 import signal
 from pathlib import Path
 
 import lightning as L
 
 from ..errors import TrainingAborted
-from ..io.atomic import atomic_save_bytes, atomic_save_text
+from ..io.atomic import atomic_save_bytes, atomic_temp_path, save_output_text
 from ..io.trace import note_write
 from ..models.checkpoint import save_weights
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_text(path, text)
-    note_write(path)
 
 
 def _metric(trainer, key):
@@ -82,21 +74,15 @@ class LastCheckpoint(L.Callback):
 
     def save(self, trainer) -> None:
         """Write ``last.ckpt`` atomically: temp file beside it, fsync, rename; the temp file never survives."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
-            if trainer.is_global_zero and tmp.exists():
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self.path)
-                note_write(self.path)
-        except BaseException:
-            if trainer.is_global_zero and tmp.exists():
-                tmp.unlink()
-            raise
+        if not trainer.is_global_zero:
+            # the call is collective; the strategies used here (single device, DDP) write on global rank 0
+            # only, so the path given on the other ranks is never written
+            trainer.save_checkpoint(str(self.path))
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_temp_path(self.path) as tmp:
+            trainer.save_checkpoint(str(tmp))
+        note_write(self.path)
 
     def on_train_epoch_end(self, trainer, pl_module):
         # runs after validation in Lightning 2.x, so val metrics and scheduler state are current
@@ -158,11 +144,11 @@ class EpochHistory(L.Callback):
 
         loss, vloss = self._col("loss"), self._col("val_loss")
         rows = ["epoch, loss, val_loss"] + [f"{e}, {fmt(a)}, {fmt(b)}" for e, a, b in zip(self.epochs, loss, vloss)]
-        _atomic_text(self.eval_dir / "train_losses.csv", "\n".join(rows) + "\n")
+        save_output_text(self.eval_dir / "train_losses.csv", "\n".join(rows) + "\n")
         d, vd = self._col("dice_coef_multiclass"), self._col("val_dice_coef_multiclass")
         rows = ["epoch,dice_coef_multiclass,val_dice_coef_multiclass,"] + [
             f"{e}, {fmt(a)}, {fmt(b)}" for e, a, b in zip(self.epochs, d, vd)]
-        _atomic_text(self.eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
+        save_output_text(self.eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
         cls_keys = sorted(k for k in self.history if k.startswith("val_") and ("_dice_" in k or "_iou_" in k))
         if cls_keys:
             buf = io.StringIO()
@@ -170,11 +156,11 @@ class EpochHistory(L.Callback):
             w.writerow(["epoch"] + cls_keys + ["lr"])
             for i, e in enumerate(self.epochs):
                 w.writerow([e] + [fmt(self.history[k][i]) for k in cls_keys] + [f"{self._col('lr')[i]:.3g}"])
-            _atomic_text(self.eval_dir / "val_class_metrics.csv", buf.getvalue())
+            save_output_text(self.eval_dir / "val_class_metrics.csv", buf.getvalue())
         clean = {k: [None if (isinstance(v, float) and math.isnan(v)) else v for v in vals]
                  for k, vals in self.history.items()}
         clean["epoch"] = list(self.epochs)
-        _atomic_text(self.history_path, json.dumps(clean, indent=1))
+        save_output_text(self.history_path, json.dumps(clean, indent=1))
         self._plot("train_losses.png", [("loss", loss), ("val_loss", vloss)], "loss")
         self._plot("train_metrics.png", [("dice_coef_multiclass", d), ("val_dice_coef_multiclass", vd)]
                    + [(k, self.history[k]) for k in cls_keys if k.endswith("_dice_pooled")], "metric")
