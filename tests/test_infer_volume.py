@@ -42,7 +42,8 @@ def test_infer_volume_on_dicom_folder_keeps_geometry(project):
     out = project / "out"
     assert main(["--quiet", "infer-volume", str(project / "c.config"), str(dcm), "--output", str(out)]) == 0
     ref = read_volume(dcm)
-    pred = nib.load(out / "dicom.nii.gz")
+    # a folder named "dicom" says nothing about the patient: the output takes its parent's name
+    pred = nib.load(out / f"{project.name}.nii.gz")
     assert pred.shape == ref.array.shape
     assert np.allclose(pred.affine, ref.affine, atol=1e-4)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}

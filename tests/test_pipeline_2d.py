@@ -78,6 +78,7 @@ def test_evaluate_dice_matches_hand_computation(tiny_project, monkeypatch):
 
     from flexunet.config import load_config
     from flexunet.data.images import decode_mask, find_pairs
+    from flexunet.infer import common as infer_common
     from flexunet.infer import evaluate2d
 
     cfg = load_config(tiny_project / "train_eval_infer.config")
@@ -94,7 +95,7 @@ def test_evaluate_dice_matches_hand_computation(tiny_project, monkeypatch):
             pred = np.roll(labs, 3, axis=2)  # shift right by 3 pixels
             return torch.nn.functional.one_hot(torch.from_numpy(pred), 3).permute(0, 3, 1, 2).float()
 
-    monkeypatch.setattr("flexunet.infer.common.load_predictor", lambda cfg, weights=None: FakePredictor())
+    monkeypatch.setattr(infer_common, "load_predictor", lambda cfg, weights=None: FakePredictor())
     res = evaluate2d.evaluate(cfg, out_dir=str(tiny_project), quiet=True)
     for c, name in ((1, "liver"), (2, "tumour")):
         tp = fp = fn = 0

@@ -440,7 +440,7 @@ def _loadable(root: Path):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(proj, capsys, monkeypatch, bad):
     """8 images, batch 4: 2 steps per epoch; the 4th training step (epoch 1, step 1) returns a non-finite loss."""
-    import flexunet.train.module as module_mod
+    from flexunet.train import module as module_mod
 
     real = module_mod.build_loss
     seen = {"n": 0, "last_ckpt": None}

@@ -18,28 +18,27 @@ EXIT_INTERNAL = 1
 
 
 def _config(args):
-    from .config import load_config
+    from .api import load_config
 
     return load_config(args.config, overrides=args.set or [])
 
 
 def cmd_train(args):
-    from .train.runner import train
+    from .api import train, train_summary
 
     res = train(_config(args), resume=args.resume, quiet=args.quiet)
     if res.get("is_global_zero", True):
-        print(f"trained {res['epochs']} epochs in {res['seconds']:.1f} s ({res['precision']}); "
-              f"best val_loss {res['best_val_loss']:.4f}; best weights {res['best']}; resumable {res['last']}")
+        print(train_summary(res))
 
 
 def cmd_evaluate(args):
-    from .infer.evaluate2d import evaluate
+    from .api import evaluate
 
-    evaluate(_config(args), weights=args.weights, out_dir=args.output, quiet=args.quiet)
+    evaluate(_config(args), weights=args.weights, output_dir=args.output, quiet=args.quiet)
 
 
 def cmd_infer(args):
-    from .infer.infer2d import infer
+    from .api import infer
 
     res = infer(_config(args), weights=args.weights, tiled=True if args.tiled else None,
                 keep_going=args.keep_going, quiet=args.quiet)
@@ -83,20 +82,20 @@ def cmd_import(args):
 
 
 def cmd_phantom(args):
-    from .data.phantom import write_phantoms
+    from .api import write_phantoms
 
     manifest = write_phantoms(args.dst, cases=args.cases, seed=args.seed)
     print(f"wrote {args.cases} phantom cases, manifest {manifest}")
 
 
 def cmd_slice(args):
-    from .data.slicer import slice_cases
+    from .api import slice_cases
 
     slice_cases(_config(args), quiet=args.quiet)
 
 
 def cmd_infer_volume(args):
-    from .infer.volume import infer_volumes
+    from .api import infer_volumes
 
     res = infer_volumes(_config(args), args.inputs, args.output, weights=args.weights,
                         postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet)
@@ -104,10 +103,11 @@ def cmd_infer_volume(args):
 
 
 def cmd_evaluate_volume(args):
-    from .metrics.volume import evaluate_volume_dirs, format_table
+    from .api import evaluate_volumes
+    from .metrics.volume import format_table
 
     out = args.output or args.pred_dir
-    res = evaluate_volume_dirs(args.pred_dir, args.gt_dir, out)
+    res = evaluate_volumes(args.pred_dir, args.gt_dir, output_dir=out)
     print(format_table(res))
     print(f"wrote {os.path.join(out, 'volume_metrics.csv')} and volume_metrics.json")
 
@@ -132,7 +132,7 @@ def cmd_augment_preview(args):
 
 
 def cmd_demo(args):
-    from .demo import run_demo
+    from .api import run_demo
 
     res = run_demo(args.dir, minutes=args.minutes, cases=args.cases, quiet=args.quiet, overrides=args.set or [])
     return 0 if all(res["verdict"].values()) or not args.strict else EXIT_ABORTED

@@ -24,53 +24,75 @@ def _embedded_config_text() -> str:
 
 def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 10, quiet: bool = False,
              overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Run the demo in ``out_dir``; ``overrides`` (``section.key=value``, as ``--set``) apply to every
-    step that reads the config, so a variant is trained, evaluated and inferred the same way."""
-    from .cli import main
-    from .config import load_config
+    """Run the demo in ``out_dir``.
+
+    Args:
+        out_dir: working folder; the demo config is copied into it and its outputs replaced.
+        minutes: training time cap (default: the demo config's ``[train] max_time_minutes``).
+        cases: phantom cases to generate.
+        quiet: no progress bars.
+        overrides: ``section.key=value`` strings (as ``--set``), applied to every step, so a variant
+            is trained, evaluated and inferred the same way.
+
+    Returns:
+        ``{"aggregate": volume metrics, "verdict": {class: target met}, "seconds": float, "config": path}``.
+
+    Raises:
+        ConfigError: a bad override (before any work).  DataError, TrainingAborted: from the steps.
+    """
+    import json
+
+    from . import api
+    from .io.atomic import atomic_copy, atomic_save_text
+    from .metrics.volume import format_table
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "train_eval_infer.config"
-    from .io.atomic import atomic_save_text
-
     atomic_save_text(cfg_path, _embedded_config_text())
-    q = ["--quiet"] if quiet else []
     overrides = list(overrides) + ([f"train.max_time_minutes={minutes}"] if minutes else [])
-    cfg = load_config(cfg_path, overrides)  # a bad override fails here, before any work
-    sets = [a for o in overrides for a in ("--set", o)]
+    cfg = api.load_config(cfg_path, overrides)  # a bad override fails here, before any work
+    shown = " ".join(f"--set {o}" for o in overrides)
     t0 = time.perf_counter()
     steps = []
 
-    def step(name, argv):
+    def step(name, command, fn):
         s = time.perf_counter()
-        print(f"\n== {name}: flexunet {' '.join(argv)}", flush=True)
-        rc = main(q + argv)
+        print(f"\n== {name}: flexunet {command}", flush=True)
+        result = fn()
         steps.append((name, time.perf_counter() - s))
-        if rc != 0:
-            raise SystemExit(f"demo step {name!r} failed with exit code {rc}")
+        return result
 
     for sub in ("cases", "dataset", "models", "eval", "pred", "epoch_change_infer", "mini_test_output"):
         if (out / sub).is_symlink():  # rmtree refuses links; left in place, the demo would write through it
             (out / sub).unlink()
         else:
             shutil.rmtree(out / sub, ignore_errors=True)
-    step("phantom", ["phantom", str(out / "cases"), "--cases", str(cases), "--seed", "0"])
-    step("slice", ["slice", str(cfg_path), *sets])
-    step("train", ["train", str(cfg_path), *sets])
-    step("evaluate", ["evaluate", str(cfg_path), *sets])
-    step("infer (2D overlays)", ["infer", str(cfg_path), *sets])
+    cfg = api.load_config(cfg_path, overrides)  # again: its paths resolved through links that are gone now
+    step("phantom", f"phantom {out / 'cases'} --cases {cases} --seed 0",
+         lambda: print(f"wrote {cases} phantom cases, manifest "
+                       f"{api.write_phantoms(out / 'cases', cases=cases, seed=0)}"))
+    step("slice", f"slice {cfg_path} {shown}", lambda: api.slice_cases(cfg, quiet=quiet))
+    res = step("train", f"train {cfg_path} {shown}", lambda: api.train(cfg, quiet=quiet))
+    print(api.train_summary(res))
+    step("evaluate", f"evaluate {cfg_path} {shown}", lambda: api.evaluate(cfg, quiet=quiet))
+    step("infer (2D overlays)", f"infer {cfg_path} {shown}", lambda: api.infer(cfg, quiet=quiet))
     test_cases = list(cfg.slice.test_cases)
     gt = out / "gt"
     shutil.rmtree(gt, ignore_errors=True)
     for c in test_cases:
         (gt / c).mkdir(parents=True)
-        shutil.copy(out / "cases" / c / "label.nii.gz", gt / c / "label.nii.gz")
+        atomic_copy(out / "cases" / c / "label.nii.gz", gt / c / "label.nii.gz")
     inputs = [str(out / "cases" / c / "image.nii.gz") for c in test_cases]
-    step("infer-volume", ["infer-volume", str(cfg_path), *inputs, "--output", str(out / "pred"), *sets])
-    step("evaluate-volume", ["evaluate-volume", str(out / "pred"), str(gt), "--output", str(out / "eval")])
-    import json
+    step("infer-volume", f"infer-volume {cfg_path} {' '.join(inputs)} --output {out / 'pred'} {shown}",
+         lambda: api.infer_volumes(cfg, inputs, out / "pred", quiet=quiet))
 
+    def evaluate_volumes():
+        res = api.evaluate_volumes(out / "pred", gt, output_dir=out / "eval")
+        print(format_table(res))
+        print(f"wrote {out / 'eval' / 'volume_metrics.csv'} and volume_metrics.json")
+
+    step("evaluate-volume", f"evaluate-volume {out / 'pred'} {gt} --output {out / 'eval'}", evaluate_volumes)
     res = json.loads((out / "eval" / "volume_metrics.json").read_text())
     agg = res["aggregate"]
     print("\n== demo summary")
@@ -85,4 +107,4 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
     print(f"  total                {time.perf_counter() - t0:6.1f} s")
     print(f"outputs: {out / 'pred'} (label NIfTI), {out / 'eval'} (metrics, training curves), "
           f"{out / 'mini_test_output_overlay'} (overlays), {out / 'epoch_change_infer'} (epoch snapshots)")
-    return {"aggregate": agg, "verdict": verdict, "seconds": time.perf_counter() - t0}
+    return {"aggregate": agg, "verdict": verdict, "seconds": time.perf_counter() - t0, "config": str(cfg_path)}

@@ -40,14 +40,14 @@ def load_predictor(cfg, weights: str | list[str] | None = None, device: str | No
     """Model from the registry + weights (:func:`weight_paths`) -> :class:`Predictor` on ``device``
     (default: ``[infer] device``).  Several checkpoints make an ensemble: their softmax is averaged."""
     from ..models import create_model
-    from ..train.checkpoint import load_weights_into
+    from ..models.checkpoint import load_weights_into
     from .predictor import Predictor, set_threads
 
     set_threads()
     models = []
     for path in weight_paths(cfg, weights):
         model = create_model(cfg.model)
-        load_weights_into(model, path, cfg)
+        load_weights_into(model, path, cfg.model.model)
         models.append(model)
     prec = precision or cfg.train.precision
     return Predictor(models[0] if len(models) == 1 else models, device=resolve_device(device or cfg.infer.device),
