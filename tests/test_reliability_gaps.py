@@ -6,6 +6,7 @@ Each test uses tiny synthetic data (see conftest.py) and runs in seconds.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -140,3 +141,92 @@ def test_antialiased_64px_project_trains_evaluates_and_infers_through_the_cli(tm
     assert (root / "models" / "best.pt").exists()
     assert json.loads((root / "evaluation.json").read_text())["metrics"]
     assert len(list((root / "mini_test_output").glob("*.png"))) == 2
+
+
+# --------------------------------------------------------------------------- one training per model_dir
+
+LOCK_HOLDER = """
+import sys, time
+from flexunet.io.lock import folder_lock
+with folder_lock(sys.argv[1], "flexunet-train.lock", "[train] model_dir", command="holder"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+QUICK = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=1", "--set", "train.epoch_change_infer=False",
+         "--set", "train.num_workers=0"]
+
+
+def run_cli(capsys, *argv):
+    capsys.readouterr()
+    rc = main(["--quiet", *map(str, argv)])
+    return rc, capsys.readouterr().err
+
+
+def test_second_training_into_a_locked_model_dir_is_refused(tiny_project, capsys):
+    models = tiny_project / "models"
+    models.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(models)], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, err = run_cli(capsys, "train", tiny_project / "train_eval_infer.config", *QUICK)
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"flexunet: error: {models / 'flexunet-train.lock'}: [train] model_dir {models} is in "
+                               f"use by another training (PID {holder.pid} on ")
+    assert ": holder); expected one training per [train] model_dir" in lines[0]
+    assert not (models / "best.pt").exists() and not (models / "last.ckpt").exists()
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("holder", ["exited", "pid reused"])
+def test_stale_lock_is_removed_with_a_warning_and_training_runs(tiny_project, capsys, holder):
+    import socket
+
+    models = tiny_project / "models"
+    models.mkdir()
+    # a PID that no longer runs, or a running PID (this process's parent) whose start time differs
+    pid, start = (dead_pid(), 1.0e9) if holder == "exited" else (os.getppid(), 1.0e9)
+    lock = models / "flexunet-train.lock"
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "process_start": start,
+                                "started": "2001-09-09 01:46:40", "command": "flexunet train old"}))
+    rc, err = run_cli(capsys, "train", tiny_project / "train_eval_infer.config", *QUICK)
+    assert rc == 0, err
+    assert (f"flexunet: warning: {lock}: removed a stale lock of a training that no longer runs (PID {pid} on "
+            f"{socket.gethostname()}, started 2001-09-09 01:46:40: flexunet train old)") in err
+    assert (models / "best.pt").exists() and not lock.exists()  # released at the end
+
+
+def test_lock_is_released_when_training_fails(tiny_project, capsys):
+    shutil.rmtree(tiny_project / "dataset" / "valid" / "masks")
+    cfg = tiny_project / "train_eval_infer.config"
+    rc, err = run_cli(capsys, "train", cfg, *QUICK)
+    assert rc == 2 and "valid" in err
+    assert not (tiny_project / "models" / "flexunet-train.lock").exists()
+    assert list((tiny_project / "models").iterdir()) == []
+
+
+def test_lock_from_another_host_is_not_judged_stale(tmp_path):
+    from flexunet.io.lock import LockHeld, folder_lock
+
+    lock = tmp_path / "x.lock"
+    lock.write_text(json.dumps({"pid": dead_pid(), "host": "elsewhere.example", "process_start": 1.0,
+                                "started": "2001-09-09 01:46:40", "command": ""}))
+    with pytest.raises(LockHeld, match=r"in use by another training \(PID \d+ on elsewhere.example, started "
+                                       r"2001-09-09 01:46:40\)"):
+        with folder_lock(tmp_path, "x.lock", "[train] model_dir"):
+            pass
+    lock.write_text("garbage")
+    with pytest.raises(DataError, match=r"x.lock: lock file holds 'garbage'; expected a lock written by FlexUNet"):
+        with folder_lock(tmp_path, "x.lock", "[train] model_dir"):
+            pass

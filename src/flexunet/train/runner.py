@@ -55,7 +55,48 @@ def _check_writable(folder: str) -> None:
                         "expected a writable folder") from None
 
 
+#: the lock file a training holds in its [train] model_dir
+LOCK_NAME = "flexunet-train.lock"
+
+
+def _launched_rank() -> int:
+    """This process's rank when a launcher (Lightning's DDP subprocesses, torchrun) started it, else 0."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(var, "0")
+        if value.strip().isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
+
 def train(cfg, resume: bool = False, quiet: bool = False) -> dict:
+    """Train while holding the lock of ``[train] model_dir``, so two trainings never share it.
+
+    Args:
+        cfg: the config.
+        resume: continue from ``model_dir/last.ckpt``.
+        quiet: no progress output.
+
+    Returns:
+        A summary dict: epochs run, best val_loss, paths, seconds.
+
+    Raises:
+        DataError: when another live training holds ``model_dir`` (the lock file
+            ``model_dir/flexunet-train.lock`` names its PID, host and start time), or on bad input.
+        TrainingAborted: on a non-finite loss or a signal.
+    """
+    import shlex
+    import sys
+
+    from ..io.lock import folder_lock
+
+    _check_writable(cfg.train.model_dir)
+    if _launched_rank() != 0:  # the rank-0 process of this run holds the lock
+        return _train_unlocked(cfg, resume=resume, quiet=quiet)
+    with folder_lock(cfg.train.model_dir, LOCK_NAME, "[train] model_dir", command=shlex.join(sys.argv)):
+        return _train_unlocked(cfg, resume=resume, quiet=quiet)
+
+
+def _train_unlocked(cfg, resume: bool = False, quiet: bool = False) -> dict:
     """Train; returns a summary dict (epochs run, best val_loss, paths, seconds)."""
     import lightning as L
 
