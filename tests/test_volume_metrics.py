@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from flexunet.errors import DataError
-from flexunet.metrics.volume import (
-    CSV_COLUMNS,
-    aggregate,
-    case_metrics,
-    evaluate_volume_dirs,
-    format_table,
-    surface_distances,
-)
+from flexunet.metrics.volume import aggregate, case_metrics, surface_distances
+from flexunet.metrics.volume_eval import CSV_COLUMNS, evaluate_volume_dirs, format_table
 
 
 def _cube(shape, lo, hi, value=1):
