@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexunet.config import config_from_dict
-from flexunet.data.augment import GEOMETRIC, INTENSITY, TRANSFORMS, Augmenter, augment_preview, build_augmenter
+from flexunet.data.augment import GEOMETRIC, INTENSITY, TRANSFORMS, Augmenter, build_augmenter
+from flexunet.data.preview import augment_preview
 from flexunet.errors import ConfigError, DataError
 
 SIZE = 96
