@@ -1,6 +1,7 @@
-"""Exact resume: a training process killed with SIGKILL at a random point after its first checkpoint,
-then ``--resume``-d, ends with the same per-epoch losses, learning rates and weights as a run that was
-never interrupted (num_workers = 0, precision 32; dropout, augmentation and ReduceLROnPlateau are on so
+"""Exact resume: a training process killed with SIGKILL after a randomly chosen training step (a hook in
+the step loop, so the kill always lands inside training, after the first checkpoint and before the last
+epoch), then ``--resume``-d, ends with the same per-epoch losses, learning rates and weights as a run that
+was never interrupted (num_workers = 0, precision 32; dropout, augmentation and ReduceLROnPlateau are on so
 every random stream and scheduler state matters)."""
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,31 +48,46 @@ def _state(path: Path) -> dict:
     return obj["state_dict"]
 
 
+#: runs ``flexunet train CONFIG`` and SIGKILLs itself at the end of training step BATCH of epoch EPOCH
+KILLER = """
+import os, signal, sys
+
+from flexunet.train.module import SegmentationModule
+
+config, epoch, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+
+def on_train_batch_end(self, outputs, batch_, batch_idx):
+    if self.current_epoch == epoch and batch_idx == batch:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+SegmentationModule.on_train_batch_end = on_train_batch_end
+from flexunet.cli import main
+
+sys.exit(main(["--quiet", "train", config]))
+"""
+
+
 @pytest.mark.timeout(240)
-def test_sigkill_at_random_point_then_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_inside_training_then_resume_matches_uninterrupted(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     cfg_a, cfg_b = make(a), make(b)
 
-    # run B in a subprocess, killed with SIGKILL at a random moment after its first last.ckpt
+    # run B in a subprocess, killed with SIGKILL after a random training step of epochs 1..3: after the
+    # first last.ckpt (end of epoch 0) and before EarlyStopping (patience 3) can end the run (after epoch 3)
+    rng = random.Random()
+    kill_epoch, kill_batch = rng.randint(1, 3), rng.randint(0, 1)  # 8 images, batch_size 4: batches 0 and 1
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "flexunet", "--quiet", "train", cfg_b], cwd=b, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([sys.executable, "-c", KILLER, cfg_b, str(kill_epoch), str(kill_batch)], cwd=b, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=180)
+    print(f"SIGKILL after step {kill_batch} of epoch {kill_epoch}; return code {proc.returncode}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     last = b / "models" / "last.ckpt"
-    delay = random.Random().uniform(0.0, 1.5)
-    try:
-        t0 = time.time()
-        while not last.exists():
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.time() - t0 < 150, "no last.ckpt after 150 s"
-            time.sleep(0.02)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    print(f"SIGKILL {delay:.2f} s after the first last.ckpt; return code {proc.returncode}")
     killed_at = torch.load(last, weights_only=True)["epoch"]
-    assert proc.returncode == -signal.SIGKILL or killed_at == EPOCHS - 1
+    assert killed_at == kill_epoch - 1 < EPOCHS - 1  # last.ckpt is the epoch before the kill: a real resume
+    assert len(json.loads((b / "history.json").read_text())["epoch"]) == kill_epoch
 
     # resume B in-process; run A uninterrupted in-process
     assert main(["--quiet", "train", cfg_b, "--resume"]) == 0
