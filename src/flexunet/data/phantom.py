@@ -61,6 +61,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -217,7 +218,11 @@ def generate_phantom(seed, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequen
 
 
 def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """:func:`generate_phantom` plus a dict of organ masks and intensities (for tests and debugging)."""
+    """:func:`generate_phantom` plus a dict of organ masks and intensities (for tests and debugging).
+
+    The anatomy is drawn organ by organ, each part taking its random numbers
+    from ``rng`` in a fixed order (changing the order changes every case).
+    """
     shape, spacing = _check_geometry(shape, spacing)
     if isinstance(seed, (np.random.Generator, np.random.BitGenerator)):
         raise ConfigError("phantom seed must be an int or a tuple of ints, not a Generator")
@@ -225,19 +230,71 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         rng = np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"phantom seed {seed!r}: {exc}; expected a non-negative int or a tuple of them") from None
-    nx, ny, nz = shape
-    sx, sy, sz = spacing
-    R = 0.5 * min(nx * sx, ny * sy)  # mm per normalised unit: half the in-plane field of view
-    f32 = np.float32
-    U = ((np.arange(nx, dtype=f32) - (nx - 1) / 2) * f32(sx / R))[:, None, None]  # + = patient's right
-    V = ((np.arange(ny, dtype=f32) - (ny - 1) / 2) * f32(sy / R))[None, :, None]  # + = anterior
-    t = (np.arange(nz, dtype=f32) / f32(max(nz - 1, 1)))[None, None, :]  # 0 = feet end, 1 = head end
-    z_mm = (np.arange(nz, dtype=f32) * f32(sz))[None, None, :]
+    grid = _Grid.of(shape, spacing)
+    img = np.full(shape, -1000.0, dtype=np.float32)
+    hu = _draw_tissues(rng)
+    body = _body(rng, grid, img, hu)
+    spine = _spine_axis(rng, body)
+    _back_muscles(rng, grid, img, hu, body, spine)
+    ribs = _ribs(rng, grid, img, hu, body)
+    body.sp = None  # the superellipse "radius" is not needed below
+    spine_mask = _vertebrae(rng, grid, img, hu, body, spine)
+    excl = spine_mask | ribs | _great_vessels(rng, grid, img, hu, body, spine)
+    del spine_mask, ribs
+    kidneys = _kidneys(rng, grid, img, hu, body, spine, excl)
+    spleen = _spleen(rng, grid, img, hu, body, excl)
+    _stomach(rng, grid, img, body, excl)
+    liver = _liver_mask(rng, grid, body, spine, excl)
+    del excl
+    box = _bbox(liver, pad=1)
+    tumour = np.zeros(shape, dtype=bool)
+    if box is not None:
+        _paint_liver(rng, img, liver, box, hu.liver)
+        _place_tumours(rng, img, liver, tumour, spacing, hu.liver)
+    img = _blur_and_noise(rng, img, hu.noise_sd)
 
-    U1, V1 = U[:, 0, 0], V[0, :, 0]
+    label = np.zeros(shape, dtype=np.uint8)
+    label[liver] = 1
+    label[tumour] = 2
+    info = {"spleen": spleen & ~liver, "kidneys": kidneys & ~liver, "liver_hu": hu.liver, "spleen_hu": hu.spleen,
+            "noise_sd": hu.noise_sd}
+    return img, label, phantom_affine(shape, spacing), info
 
-    def blob(cu, cv, a, b, prof, *, angle=0.0, harmonics=()) -> np.ndarray:
+
+@dataclass(frozen=True)
+class _Grid:
+    """Normalised coordinates of the voxel grid.
+
+    ``U`` (nx, 1, 1) grows to the patient's right and ``V`` (1, ny, 1) towards
+    anterior, both in units of half the in-plane field of view; ``t``
+    (1, 1, nz) runs 0 (feet end) to 1 (head end); ``z_mm`` (1, 1, nz) is the
+    slice position in mm.
+    """
+
+    shape: tuple[int, int, int]
+    U: np.ndarray
+    V: np.ndarray
+    t: np.ndarray
+    z_mm: np.ndarray
+
+    @classmethod
+    def of(cls, shape, spacing) -> "_Grid":
+        nx, ny, nz = shape
+        sx, sy, sz = spacing
+        R = 0.5 * min(nx * sx, ny * sy)  # mm per normalised unit: half the in-plane field of view
+        f32 = np.float32
+        U = ((np.arange(nx, dtype=f32) - (nx - 1) / 2) * f32(sx / R))[:, None, None]  # + = patient's right
+        V = ((np.arange(ny, dtype=f32) - (ny - 1) / 2) * f32(sy / R))[None, :, None]  # + = anterior
+        t = (np.arange(nz, dtype=f32) / f32(max(nz - 1, 1)))[None, None, :]  # 0 = feet end, 1 = head end
+        z_mm = (np.arange(nz, dtype=f32) * f32(sz))[None, None, :]
+        return cls(tuple(shape), U, V, t, z_mm)
+
+    def blob(self, cu, cv, a, b, prof, *, angle=0.0, harmonics=()) -> np.ndarray:
         """Full-size mask of :func:`_blob`, evaluated only on its bounding box."""
+        f32 = np.float32
+        shape, U, V = self.shape, self.U, self.V
+        nz = shape[2]
+        U1, V1 = U[:, 0, 0], V[0, :, 0]
         prof_z = np.broadcast_to(np.asarray(prof, dtype=f32), (1, 1, nz))
         ks = np.flatnonzero(prof_z[0, 0] > 0)
         out = np.zeros(shape, dtype=bool)
@@ -262,9 +319,26 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
                                          angle=angle, harmonics=harm)
         return out
 
-    img = np.full(shape, -1000.0, dtype=f32)
 
-    # ---- tissue intensities of this case ---------------------------------
+@dataclass(frozen=True)
+class _Tissues:
+    """Intensities (HU) of one case."""
+
+    fat: float
+    muscle: float
+    liver: float
+    spleen: float
+    medulla: float
+    cortex: float
+    aorta: float
+    ivc: float
+    bone_cort: float
+    bone_canc: float
+    rib: float
+    noise_sd: float
+
+
+def _draw_tissues(rng) -> _Tissues:
     fat_hu = _u(rng, -112, -88)
     muscle_hu = _u(rng, 42, 58)
     liver_hu = _u(rng, 52, 72)
@@ -275,8 +349,33 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     bone_cort, bone_canc = _u(rng, 700, 1000), _u(rng, 300, 450)
     rib_hu = _u(rng, 450, 850)
     noise_sd = _u(rng, 10, 20)
+    return _Tissues(fat_hu, muscle_hu, liver_hu, spleen_hu, medulla_hu, cortex_hu, aorta_hu, ivc_hu,
+                    bone_cort, bone_canc, rib_hu, noise_sd)
 
-    # ---- body outline, subcutaneous fat, muscle wall, cavity --------------
+
+@dataclass
+class _Body:
+    """The body outline of one case, in normalised units (see :class:`_Grid`)."""
+
+    cx: float  # centre
+    cy: float
+    ax0: float  # outline semi-axes
+    ay0: float
+    acx: float  # abdominal cavity semi-axes
+    acy: float
+    g: float  # size unit for organs
+    pexp: float  # superellipse exponent
+    s_fat_in: float  # inner edge of the subcutaneous fat, as a fraction of the outline
+    s_cav: float  # inner edge of the muscle wall
+    sp: np.ndarray | None  # superellipse "radius" to the power pexp, (nx, ny, nz)
+    cavity: np.ndarray  # inside the muscle wall, (nx, ny, nz) bool
+
+
+def _body(rng, grid: _Grid, img: np.ndarray, hu: _Tissues) -> _Body:
+    """Body outline, subcutaneous fat, muscle wall, and the cavity's visceral fat / bowel with gas."""
+    U, V, t, shape = grid.U, grid.V, grid.t, grid.shape
+    nx, ny, nz = shape
+    f32 = np.float32
     cx, cy = _u(rng, -0.03, 0.03), _u(rng, -0.02, 0.06)
     ax0, ay0 = _u(rng, 0.76, 0.88), _u(rng, 0.56, 0.68)
     ax0 = min(ax0, 0.93 - abs(cx))
@@ -293,8 +392,8 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     s_cav = s_fat_in - mus_rel
     # superellipse "radius" to the power p; the costly powers only touch 1-D arrays
     sp = (np.abs(U - cx) ** pexp) / (ax_t ** pexp) + (np.abs(V - cy) ** pexp) / (ay_t ** pexp)
-    img[sp < 1.0] = fat_hu
-    img[sp < s_fat_in ** pexp] = muscle_hu
+    img[sp < 1.0] = hu.fat
+    img[sp < s_fat_in ** pexp] = hu.muscle
     cavity = sp < s_cav ** pexp
     acx, acy = ax0 * s_cav, ay0 * s_cav  # cavity semi-axes (normalised units)
     g = math.sqrt(acx * acy)  # size unit for organs
@@ -307,26 +406,48 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     img[cavity] = visceral[cavity]
     gas = cavity & (fld > _u(rng, 2.1, 2.6))  # gas in the middle of the odd bowel loop
     img[gas] = -850.0
-    del mix, visceral, fld, gas
+    return _Body(cx, cy, ax0, ay0, acx, acy, g, pexp, s_fat_in, s_cav, sp, cavity)
 
-    # ---- spine and paraspinal / psoas muscles -----------------------------
+
+@dataclass(frozen=True)
+class _Spine:
+    """Where the vertebral bodies and the spinal canal sit (normalised units)."""
+
+    vb_u: float  # vertebral body centre
+    vb_v: float
+    rv: float  # vertebral body radius
+    canal_r: float
+    canal_v: float
+
+
+def _spine_axis(rng, body: _Body) -> _Spine:
+    g = body.g
     rv = g * _u(rng, 0.17, 0.2)
-    vb_u, vb_v = cx + _u(rng, -0.01, 0.01), cy - acy + rv + g * _u(rng, 0.15, 0.22)
+    vb_u, vb_v = body.cx + _u(rng, -0.01, 0.01), body.cy - body.acy + rv + g * _u(rng, 0.15, 0.22)
     canal_r = g * 0.075
     canal_v = vb_v - rv - canal_r - g * 0.02
+    return _Spine(vb_u, vb_v, rv, canal_r, canal_v)
+
+
+def _back_muscles(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body, spine: _Spine) -> None:
+    """Paraspinal muscles beside the spine and the psoas muscles, which grow towards the feet."""
+    g, vb_u, vb_v, rv = body.g, spine.vb_u, spine.vb_v, spine.rv
     para_a, para_b = g * _u(rng, 0.2, 0.26), g * _u(rng, 0.15, 0.19)
-    para_v = canal_v - g * 0.05
-    under_fat = sp < s_fat_in ** pexp
+    para_v = spine.canal_v - g * 0.05
+    under_fat = body.sp < body.s_fat_in ** body.pexp
     for side in (-1, 1):
-        img[blob(vb_u + side * g * 0.26, para_v, para_a, para_b, 1.0) & under_fat] = muscle_hu
+        img[grid.blob(vb_u + side * g * 0.26, para_v, para_a, para_b, 1.0) & under_fat] = hu.muscle
     del under_fat
-    psoas_prof = np.clip(1.0 - 1.6 * t, 0, None) ** 0.5  # psoas grows towards the feet
+    psoas_prof = np.clip(1.0 - 1.6 * grid.t, 0, None) ** 0.5  # psoas grows towards the feet
     if psoas_prof.max() > 0:
         for side in (-1, 1):
-            img[blob(vb_u + side * (rv + g * 0.1), vb_v + g * 0.03, g * 0.12, g * 0.1, psoas_prof)] = muscle_hu
+            img[grid.blob(vb_u + side * (rv + g * 0.1), vb_v + g * 0.03, g * 0.12, g * 0.1, psoas_prof)] = hu.muscle
 
-    # ribs: arcs in the wall of the upper slices, oblique so the arcs move with z
-    theta = np.arctan2((V - cy) / ay0, (U - cx) / ax0)  # (nx, ny, 1)
+
+def _ribs(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body) -> np.ndarray:
+    """Ribs: arcs in the wall of the upper slices, oblique so the arcs move with z; returns their mask."""
+    U, V, t, sp, pexp, s_cav = grid.U, grid.V, grid.t, body.sp, body.pexp, body.s_cav
+    theta = np.arctan2((V - body.cy) / body.ay0, (U - body.cx) / body.ax0)  # (nx, ny, 1)
     period = _u(rng, 24.0, 34.0)
     slope = _u(rng, 25.0, 40.0)  # mm of z per radian: ribs run obliquely, so each slice cuts short arcs
     rib_phase = _u(rng, 0, period)
@@ -334,21 +455,27 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     ok_angle = (np.abs(theta + np.pi / 2) > 0.55) & (np.abs(theta - np.pi / 2) > 0.3)
     band = (sp > (s_cav - 0.03) ** pexp) & (sp < (s_cav + 0.025) ** pexp) & ok_angle & (t > rib_lo)
     bi, bj, bk = np.nonzero(band)
-    frac = np.mod((z_mm[0, 0, bk] + slope * np.abs(theta[bi, bj, 0] - np.pi / 2) + rib_phase) / period, 1.0)
+    frac = np.mod((grid.z_mm[0, 0, bk] + slope * np.abs(theta[bi, bj, 0] - np.pi / 2) + rib_phase) / period, 1.0)
     keep = frac < 0.3
-    ribs = np.zeros(shape, dtype=bool)
+    ribs = np.zeros(grid.shape, dtype=bool)
     ribs[bi[keep], bj[keep], bk[keep]] = True
-    img[ribs] = rib_hu
-    del band, bi, bj, bk, frac, keep, sp
+    img[ribs] = hu.rib
+    return ribs
 
-    # vertebrae: cancellous body with cortex, discs every ~30 mm, canal, posterior elements
+
+def _vertebrae(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body, spine: _Spine) -> np.ndarray:
+    """Vertebrae: cancellous body with cortex, discs every ~30 mm, canal, posterior elements; returns the
+    mask of the spine."""
+    g, V, blob = body.g, grid.V, grid.blob
+    vb_u, vb_v, rv, canal_r, canal_v = spine.vb_u, spine.vb_v, spine.rv, spine.canal_r, spine.canal_v
+    bone_cort = hu.bone_cort
     vert_period = _u(rng, 28.0, 34.0)
     vert_phase = _u(rng, 0, vert_period)
-    disc = (np.mod((z_mm + vert_phase) / vert_period, 1.0) < 0.2)  # (1,1,nz)
+    disc = (np.mod((grid.z_mm + vert_phase) / vert_period, 1.0) < 0.2)  # (1,1,nz)
     vbody = blob(vb_u, vb_v, rv, rv * 0.9, 1.0)
     vcanc = blob(vb_u, vb_v, rv - g * 0.03, rv * 0.9 - g * 0.03, 1.0)
     img[vbody & ~disc] = bone_cort
-    img[vcanc & ~disc] = bone_canc
+    img[vcanc & ~disc] = hu.bone_canc
     img[vbody & disc] = 85.0
     post = blob(vb_u, canal_v, canal_r + g * 0.045, canal_r + g * 0.045, 1.0) & (V < vb_v - rv * 0.6)
     spinous = blob(vb_u, canal_v - canal_r - g * 0.1, g * 0.035, g * 0.12, 1.0)
@@ -357,25 +484,30 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     img[bone_post] = bone_cort * 0.8
     canal = blob(vb_u, canal_v, canal_r, canal_r, 1.0)
     img[canal] = 25.0
-    spine = vbody | bone_post | canal
-    del vbody, vcanc, post, spinous, transverse, bone_post, canal
+    return vbody | bone_post | canal
 
-    # ---- great vessels -----------------------------------------------------
+
+def _great_vessels(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body, spine: _Spine) -> np.ndarray:
+    """Aorta and inferior vena cava in front of the spine; returns their mask."""
+    g, vb_u, vb_v, rv = body.g, spine.vb_u, spine.vb_v, spine.rv
     ao_r = g * _u(rng, 0.09, 0.12)
-    aorta = blob(vb_u - g * _u(rng, 0.05, 0.15), vb_v + rv + ao_r + g * 0.02, ao_r, ao_r, 1.0)
-    ivc = blob(vb_u + g * _u(rng, 0.22, 0.32), vb_v + rv + g * 0.1, g * 0.12, g * 0.08, 1.0)
-    img[aorta] = aorta_hu
-    img[ivc] = ivc_hu
-    excl = spine | ribs | aorta | ivc
-    del spine, ribs, aorta, ivc
+    aorta = grid.blob(vb_u - g * _u(rng, 0.05, 0.15), vb_v + rv + ao_r + g * 0.02, ao_r, ao_r, 1.0)
+    ivc = grid.blob(vb_u + g * _u(rng, 0.22, 0.32), vb_v + rv + g * 0.1, g * 0.12, g * 0.08, 1.0)
+    img[aorta] = hu.aorta
+    img[ivc] = hu.ivc
+    return aorta | ivc
 
-    # ---- kidneys (lower slices; right lower than left) ---------------------
-    kidneys = np.zeros(shape, dtype=bool)
+
+def _kidneys(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body, spine: _Spine,
+             excl: np.ndarray) -> np.ndarray:
+    """Kidneys in the lower slices, the right lower than the left; adds them to ``excl``, returns their mask."""
+    g, vb_u, vb_v, rv, blob = body.g, spine.vb_u, spine.vb_v, spine.rv, grid.blob
+    kidneys = np.zeros(grid.shape, dtype=bool)
     k_hi_r = _u(rng, 0.42, 0.58)
     for side in (1, -1):  # +1 = patient's right
         hi = k_hi_r + (_u(rng, 0.04, 0.12) if side < 0 else 0.0)
         lo = hi - _u(rng, 0.55, 0.8)
-        prof = _z_profile(t, lo, 0.5 * (lo + hi), hi)
+        prof = _z_profile(grid.t, lo, 0.5 * (lo + hi), hi)
         if prof.max() <= 0:
             continue
         ku = vb_u + side * (rv + g * _u(rng, 0.2, 0.3))
@@ -385,43 +517,54 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         kid = blob(ku, kv, ka, kb, prof, angle=ang)
         med = blob(ku, kv, ka * 0.72, kb * 0.72, prof, angle=ang)
         sinus = blob(ku - side * ka * 0.45, kv + g * 0.02, ka * 0.4, kb * 0.3, prof, angle=ang)
-        img[kid] = cortex_hu
-        img[med] = medulla_hu
+        img[kid] = hu.cortex
+        img[med] = hu.medulla
         img[sinus & kid] = -40.0
         excl |= kid
         kidneys |= kid
         del kid, med, sinus
+    return kidneys
 
-    # ---- spleen (patient's left, posterolateral) --------------------------
+
+def _spleen(rng, grid: _Grid, img: np.ndarray, hu: _Tissues, body: _Body, excl: np.ndarray) -> np.ndarray:
+    """Spleen on the patient's left, posterolateral; adds it to ``excl``, returns its mask."""
+    g, t, cx, cy, acx, acy = body.g, grid.t, body.cx, body.cy, body.acx, body.acy
     sp_lo, sp_hi = _u(rng, 0.35, 0.55), _u(rng, 0.85, 1.1)
     prof = _z_profile(t, sp_lo, 0.5 * (sp_lo + sp_hi) + _u(rng, -0.05, 0.1), sp_hi)
     spu = cx - acx * _u(rng, 0.62, 0.74)
     spv = cy - acy * _u(rng, 0.2, 0.4)
     spa, spb = g * _u(rng, 0.16, 0.22), g * _u(rng, 0.3, 0.4)
     sp_ang = _u(rng, -0.9, -0.4)
-    spleen = blob(spu, spv, spa, spb, prof, angle=sp_ang,
-                   harmonics=((2, _u(rng, 0, 0.08), _u(rng, 0, np.pi) + 1.5 * t),))
-    hilum = blob(spu + spa * 0.9, spv + spb * 0.2, spa * 0.6, spb * 0.6, prof, angle=sp_ang)
-    spleen &= cavity & ~hilum & ~excl
+    spleen = grid.blob(spu, spv, spa, spb, prof, angle=sp_ang,
+                       harmonics=((2, _u(rng, 0, 0.08), _u(rng, 0, np.pi) + 1.5 * t),))
+    hilum = grid.blob(spu + spa * 0.9, spv + spb * 0.2, spa * 0.6, spb * 0.6, prof, angle=sp_ang)
+    spleen &= body.cavity & ~hilum & ~excl
     del hilum
-    img[spleen] = spleen_hu
+    img[spleen] = hu.spleen
     excl |= spleen
+    return spleen
 
-    # ---- stomach (left anterior, upper slices) with an air-fluid level ----
+
+def _stomach(rng, grid: _Grid, img: np.ndarray, body: _Body, excl: np.ndarray) -> None:
+    """Stomach, left anterior in the upper slices: wall, fluid and often an air-fluid level."""
+    g, t, cx, cy, acx, acy = body.g, grid.t, body.cx, body.cy, body.acx, body.acy
     st_lo, st_hi = _u(rng, 0.4, 0.6), _u(rng, 0.9, 1.15)
     prof = _z_profile(t, st_lo, 0.5 * (st_lo + st_hi), st_hi)
     stu, stv = cx - acx * _u(rng, 0.25, 0.45), cy + acy * _u(rng, 0.0, 0.3)
     sta, stb = g * _u(rng, 0.22, 0.32), g * _u(rng, 0.18, 0.26)
-    stomach = blob(stu, stv, sta, stb, prof) & cavity & ~excl
-    lumen = blob(stu, stv, sta - g * 0.04, stb - g * 0.04, prof) & stomach
+    stomach = grid.blob(stu, stv, sta, stb, prof) & body.cavity & ~excl
+    lumen = grid.blob(stu, stv, sta - g * 0.04, stb - g * 0.04, prof) & stomach
     img[stomach] = 45.0
     img[lumen] = _u(rng, 0, 20)
     if rng.uniform() < 0.7:
         level = stv + stb * _u(rng, -0.2, 0.6)
-        img[lumen & (V > level)] = -1000.0
-    del lumen
+        img[lumen & (grid.V > level)] = -1000.0
 
-    # ---- liver: right lobe + left lobe + caudate, shapes varying with z ---
+
+def _liver_mask(rng, grid: _Grid, body: _Body, spine: _Spine, excl: np.ndarray) -> np.ndarray:
+    """Liver: right lobe + left lobe + caudate, shapes varying with z; the largest 26-connected piece, so
+    the liver is one organ over contiguous slices."""
+    g, t, cx, cy, acx, acy, blob = body.g, grid.t, body.cx, body.cy, body.acx, body.acy, grid.blob
     t_lo, t_hi = _u(rng, 0.06, 0.3), _u(rng, 0.8, 0.97)
     t_pk = t_lo + (t_hi - t_lo) * _u(rng, 0.5, 0.75)
 
@@ -434,22 +577,20 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     rvv = cy + acy * _u(rng, -0.15, 0.15) + acy * _u(rng, 0.0, 0.4) * (t_pk - t)
     ra, rb = acx * _u(rng, 0.42, 0.55), acy * _u(rng, 0.6, 0.85)
     liver = blob(ru, rvv, ra, rb, _z_profile(t, t_lo, t_pk, t_hi, power=_u(rng, 0.4, 0.7)),
-                  angle=_u(rng, -0.3, 0.3), harmonics=harm())
+                 angle=_u(rng, -0.3, 0.3), harmonics=harm())
     # left lobe: anterior, crossing the midline, upper part of the liver range
     l_lo = t_lo + (t_pk - t_lo) * _u(rng, 0.2, 0.7)
     l_hi = t_hi - _u(rng, 0.0, 0.06)
     lu = cx + acx * _u(rng, 0.0, 0.2)
     lv = cy + acy * _u(rng, 0.35, 0.55)
     liver |= blob(lu, lv, acx * _u(rng, 0.38, 0.5), acy * _u(rng, 0.2, 0.3),
-                   _z_profile(t, l_lo, 0.5 * (l_lo + l_hi), l_hi), angle=_u(rng, -0.4, 0.1), harmonics=harm())
+                  _z_profile(t, l_lo, 0.5 * (l_lo + l_hi), l_hi), angle=_u(rng, -0.4, 0.1), harmonics=harm())
     # caudate lobe: small, next to the IVC
     c_lo = t_lo + (t_pk - t_lo) * _u(rng, 0.3, 0.7)
     c_hi = t_pk + (t_hi - t_pk) * _u(rng, 0.2, 0.7)
-    liver |= blob(vb_u + g * _u(rng, 0.15, 0.3), vb_v + rv + g * _u(rng, 0.25, 0.35), g * 0.15, g * 0.12,
-                   _z_profile(t, c_lo, 0.5 * (c_lo + c_hi), c_hi))
-    liver &= cavity & ~excl
-    del excl, cavity, theta
-    # keep the largest 26-connected piece so the liver is one organ over contiguous slices
+    liver |= blob(spine.vb_u + g * _u(rng, 0.15, 0.3), spine.vb_v + spine.rv + g * _u(rng, 0.25, 0.35),
+                  g * 0.15, g * 0.12, _z_profile(t, c_lo, 0.5 * (c_lo + c_hi), c_hi))
+    liver &= body.cavity & ~excl
     box = _bbox(liver, pad=1)
     if box is not None:
         lab, n = ndi.label(liver[box], structure=_CONN26)
@@ -458,31 +599,27 @@ def _phantom(seed, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             sizes[0] = 0
             sub = lab == int(np.argmax(sizes))
             liver[box] = sub
-        box = _bbox(liver, pad=1)
-    tumour = np.zeros(shape, dtype=bool)
-    if box is not None:
-        _paint_liver(rng, img, liver, box, liver_hu)
-        _place_tumours(rng, img, liver, tumour, spacing, liver_hu)
+    return liver
 
-    # ---- partial-volume blur + correlated noise ---------------------------
-    # white noise added before the blur: one filter pass gives partial volume and noise
-    # correlated like a reconstruction kernel; scaled so the final noise std is noise_sd
+
+def _blur_and_noise(rng, img: np.ndarray, noise_sd: float) -> np.ndarray:
+    """Partial-volume blur + correlated noise, rounded to whole HU in -1024..3071.
+
+    White noise is added before the blur: one filter pass gives partial volume
+    and noise correlated like a reconstruction kernel; it is scaled so the
+    final noise std is ``noise_sd``.
+    """
+    f32 = np.float32
     sigma = (0.6, 0.6, 0.35)
     norm = _gauss_norm(sigma[0]) * _gauss_norm(sigma[1]) * _gauss_norm(sigma[2])
-    noise = rng.standard_normal(shape, dtype=f32)
+    noise = rng.standard_normal(img.shape, dtype=f32)
     noise *= f32(noise_sd / norm)
     img += noise
     del noise
     img = ndi.gaussian_filter(img, sigma=sigma, mode="nearest")
     np.clip(img, -1024, 3071, out=img)
     np.rint(img, out=img)
-
-    label = np.zeros(shape, dtype=np.uint8)
-    label[liver] = 1
-    label[tumour] = 2
-    info = {"spleen": spleen & ~liver, "kidneys": kidneys & ~liver, "liver_hu": liver_hu, "spleen_hu": spleen_hu,
-            "noise_sd": noise_sd}
-    return img, label, phantom_affine(shape, spacing), info
+    return img
 
 
 def _paint_liver(rng, img, liver, box, liver_hu) -> None:
