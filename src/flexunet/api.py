@@ -121,7 +121,7 @@ def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine:
 
 def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
                   weights: Weights = None, *, overrides: Overrides = (), postprocess: bool = True,
-                  keep_going: bool = False, quiet: bool = False) -> dict:
+                  keep_going: bool = False, quiet: bool = False, num_parts: int = 1, part_id: int = 0) -> dict:
     """Segment volume files into ``output_dir/<case>.nii.gz`` (``flexunet infer-volume``).
 
     Args:
@@ -133,6 +133,8 @@ def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], outpu
         postprocess: apply the ``[infer]`` postprocessing.
         keep_going: report failing inputs and go on.
         quiet: no per-volume lines.
+        num_parts, part_id: segment only every ``num_parts``-th input from ``part_id`` on, so a
+            batch splits over machines (e.g. a job array) with no coordination.
 
     Returns:
         ``{"written": [paths], "failures": [(input, message)], "timings": [per-case dicts]}``.
@@ -143,7 +145,7 @@ def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], outpu
     from .infer.volume import infer_volumes as run
 
     return run(as_config(config, overrides), inputs, output_dir, weights=weights, postprocess=postprocess,
-               keep_going=keep_going, quiet=quiet)
+               keep_going=keep_going, quiet=quiet, num_parts=num_parts, part_id=part_id)
 
 
 def write_phantoms(dst: str | os.PathLike, cases: int = 8, seed: int = 0) -> Path:

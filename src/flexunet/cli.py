@@ -98,7 +98,8 @@ def cmd_infer_volume(args):
     from .api import infer_volumes
 
     res = infer_volumes(_config(args), args.inputs, args.output, weights=args.weights,
-                        postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet)
+                        postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet,
+                        num_parts=args.num_parts, part_id=args.part_id)
     return _report_failures(res["failures"])
 
 
@@ -207,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights(sp)
     sp.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole filling")
     sp.add_argument("--keep-going", action="store_true", help="report failing volumes and continue")
+    sp.add_argument("--num-parts", type=int, default=1, metavar="N",
+                    help="split the inputs into N parts (for a job array over machines; default 1)")
+    sp.add_argument("--part-id", type=int, default=0, metavar="K",
+                    help="segment part K (0..N-1): every N-th input from the K-th on (default 0)")
 
     sp = sub.add_parser("evaluate-volume", help="LiTS metrics of label volumes against ground truth")
     sp.add_argument("pred_dir")
@@ -229,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", nargs="?", default="demo_run", help="working folder (default: demo_run)")
     sp.add_argument("--minutes", type=float, help="training time budget (default: the demo config's, 8 min)")
     sp.add_argument("--cases", type=int, default=10,
-                    help="phantom cases (default 10: the demo config trains on 7, validates on 1, tests on 2)")
+                    help="phantom cases, at least 3 (default 10: the demo config trains on 7, validates on 1, "
+                         "tests on 2; other counts test on the last two (one below 5) and validate on the one before)")
     sp.add_argument("--strict", action="store_true", help="exit non-zero when the Dice targets are not met")
     sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                     help="override a value of the demo config in every step, e.g. --set model.loss=dice_ce")

@@ -22,6 +22,30 @@ def _embedded_config_text() -> str:
     return DEMO_CONFIG.read_text()
 
 
+MIN_CASES = 3
+DEFAULT_CASES = 10
+
+
+def split_overrides(cases: int) -> list[str]:
+    """``[slice]`` split for ``cases`` phantoms: the demo config's own for 10 cases; otherwise the last
+    one (two from 5 cases on) to test, the one before to validation, the rest to training.
+
+    Raises:
+        ConfigError: fewer than :data:`MIN_CASES` cases.
+    """
+    from .errors import ConfigError
+
+    if cases < MIN_CASES:
+        raise ConfigError(f"--cases {cases}: the demo needs at least {MIN_CASES} phantom cases "
+                          "(one each to train, validate and test); expected --cases >= 3")
+    if cases == DEFAULT_CASES:
+        return []
+    names = [f"phantom_{i:03d}" for i in range(cases)]
+    n_test = 2 if cases >= 5 else 1
+    test, valid, train = names[cases - n_test:], names[cases - n_test - 1:cases - n_test], names[:cases - n_test - 1]
+    return [f"slice.train_cases={train!r}", f"slice.valid_cases={valid!r}", f"slice.test_cases={test!r}"]
+
+
 def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int = 10, quiet: bool = False,
              overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Run the demo in ``out_dir``.
@@ -46,6 +70,7 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
     from .io.atomic import atomic_copy, atomic_save_text
     from .metrics.volume import format_table
 
+    overrides = split_overrides(cases) + list(overrides)  # the caller's own --set values win
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "train_eval_infer.config"

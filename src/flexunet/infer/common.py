@@ -52,3 +52,27 @@ def load_predictor(cfg, weights: str | list[str] | None = None, device: str | No
     prec = precision or cfg.train.precision
     return Predictor(models[0] if len(models) == 1 else models, device=resolve_device(device or cfg.infer.device),
                      precision=prec, channels_last=cfg.train.channels_last)
+
+
+class NothingFoundWarning(UserWarning):
+    """A model found no foreground in any output of a run: likely a mismatch of input and model."""
+
+
+def warn_if_nothing_found(what: str, cfg) -> None:
+    """Warn once that a run found nothing, naming the likely causes beside the settings the model expects.
+
+    Args:
+        what: what was empty, e.g. "all 18 masks written to out/ are background".
+        cfg: the config the model runs with (its input settings are quoted).
+    """
+    import warnings
+
+    from ..config.rules import context_enabled
+
+    m = cfg.model
+    context = "2.5D context (slices k-1, k, k+1)" if m.image_channels == 3 and context_enabled(
+        m.image_channels, cfg.slice.context_slices) else f"{m.image_channels} channel(s) without context"
+    warnings.warn(f"{what}: the model found nothing. Likely causes: images in another plane than the model was "
+                  f"trained on (volumes are cut axially), another intensity window (hu_window {tuple(cfg.slice.hu_window)}), "
+                  f"another channel layout ({context}) or image size ({m.image_width}x{m.image_height}); compare them "
+                  f"with the config the model was trained with", NothingFoundWarning, stacklevel=2)

@@ -9,7 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FlexUNetError
+from ..errors import DataError, FlexUNetError
+
+
+def check_unique_stems(paths) -> None:
+    """Refuse images whose names differ only in their extension (``a.png`` and ``a.jpg``): both would be
+    written as ``a.png``.
+
+    Raises:
+        DataError: naming both images.
+    """
+    seen: dict[str, Path] = {}
+    for p in map(Path, paths):
+        key = p.stem.lower()
+        if key in seen:
+            raise DataError(f"{seen[key]} and {p}: both would be written as {p.stem}.png; expected images with "
+                            "distinct names (rename one)")
+        seen[key] = p
 
 
 def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None, keep_going: bool = False,
@@ -21,7 +37,7 @@ def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None
     from ..data.images import colorize, list_images, load_image, normalize_image, overlay
     from ..io.atomic import safe_child
     from ..io.png import save_png_atomic as _save_png
-    from .common import load_predictor
+    from .common import load_predictor, warn_if_nothing_found
     from .predictor import batched
 
     use_tiles = cfg.tiledinfer.enabled if tiled is None else tiled
@@ -31,6 +47,7 @@ def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None
     ov = (ti.merged_dir if use_tiles else None) or cfg.infer.overlay_dir or cfg.infer.merged_dir
     overlay_dir = Path(ov) if ov else out_dir.with_name(out_dir.name.rstrip("/") + "_overlay")
     paths = list_images(images_dir)
+    check_unique_stems(paths)
     for d in (out_dir, overlay_dir):
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -40,6 +57,7 @@ def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None
     size = (cfg.model.image_height, cfg.model.image_width)
     failures: list[tuple[str, str]] = []
     written = 0
+    found = 0
     bar = tqdm(total=len(paths), desc="infer", disable=quiet, leave=False)
     for chunk in batched(paths, cfg.infer.batch_size):
         loaded = []
@@ -70,8 +88,11 @@ def infer(cfg, weights: str | list[str] | None = None, tiled: bool | None = None
             _save_png(colorize(lab.astype(np.uint8), cfg), name)
             _save_png(overlay(raw, lab, cfg), safe_child(overlay_dir, p.stem + ".png"))
             written += 1
+            found += bool(np.any(lab))
         bar.update(len(chunk))
     bar.close()
+    if written and not found:
+        warn_if_nothing_found(f"all {written} masks written to {out_dir} are background", cfg)
     if not quiet:
         print(f"wrote {written} masks to {out_dir} and overlays to {overlay_dir}")
     return {"written": written, "failures": failures, "output_dir": str(out_dir), "overlay_dir": str(overlay_dir)}

@@ -213,6 +213,19 @@ def check_output_names(inputs: Sequence[str | os.PathLike]) -> None:
         seen.setdefault(key, str(p))
 
 
+def select_part(inputs: Sequence[str], num_parts: int = 1, part_id: int = 0) -> list[str]:
+    """Part ``part_id`` of ``num_parts`` of a batch: every ``num_parts``-th input from ``part_id`` on (as
+    nnU-Net's ``-num_parts``/``-part_id``).  The parts of one batch are disjoint and together whole.
+
+    Raises:
+        DataError: ``num_parts`` < 1 or ``part_id`` outside 0..num_parts-1.
+    """
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise DataError(f"--num-parts {num_parts} --part-id {part_id}: expected num_parts >= 1 and "
+                        f"0 <= part_id < num_parts")
+    return list(inputs)[part_id::num_parts]
+
+
 def as_volume(ct: CTInput, affine: np.ndarray | None = None) -> "Volume":
     """Whatever :data:`CTInput` a caller gives, as a :class:`~flexunet.io.volumes.Volume` in HU.
 
@@ -447,7 +460,8 @@ class VolumePredictor:
                             timings=timings, header=prepared.header)
 
     def segment_files(self, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
-                      postprocess: bool = True, keep_going: bool = False, quiet: bool = False) -> dict:
+                      postprocess: bool = True, keep_going: bool = False, quiet: bool = False,
+                      num_parts: int = 1, part_id: int = 0) -> dict:
         """Segment volume files into ``output_dir/<case>.nii.gz`` (uint8 labels, the input's affine and header).
 
         The next volume is read while the current one is predicted.  Output names come from
@@ -459,6 +473,8 @@ class VolumePredictor:
             postprocess: apply the ``[infer]`` postprocessing.
             keep_going: report a failing input and go on with the rest instead of stopping.
             quiet: print nothing per volume.
+            num_parts, part_id: segment only every ``num_parts``-th input starting at ``part_id``
+                (:func:`select_part`), so a batch splits over machines with no coordination.
 
         Returns:
             ``{"written": [paths], "failures": [(input, message)], "timings": [per-case dicts]}``.
@@ -472,6 +488,7 @@ class VolumePredictor:
 
         inputs = [str(p) for p in inputs]
         check_output_names(inputs)
+        inputs = select_part(inputs, num_parts, part_id)
         out_dir = Path(output_dir)
         missing = [p for p in inputs if not Path(p).exists()]
         if missing and not keep_going:
@@ -488,7 +505,7 @@ class VolumePredictor:
         loader = threading.Thread(target=_loader, args=(existing, self.settings.hu_window, q, abort, keep_going),
                                   daemon=True)
         loader.start()
-        written, timings = [], []
+        written, timings, empty = [], [], []
         try:
             while True:
                 item = q.get()
@@ -507,6 +524,8 @@ class VolumePredictor:
                 write_nifti(labels, dst, affine=prepared.affine, header=prepared.header, dtype=np.uint8)
                 t["write_s"] = time.perf_counter() - t1
                 written.append(str(dst))
+                if not labels.any():
+                    empty.append(name)
                 timings.append({"case": name, **t, "slices": int(prepared.shape[2])})
                 if not quiet:
                     print(f"{item.path} -> {dst} ({prepared.shape[2]} slices, read {t['read_s']:.1f} s, "
@@ -515,12 +534,18 @@ class VolumePredictor:
         finally:
             abort.set()
             loader.join(timeout=5)
+        if empty:
+            from .common import warn_if_nothing_found
+
+            warn_if_nothing_found(f"{len(empty)} of {len(written)} volume(s) got no liver ({', '.join(empty[:3])}"
+                                  f"{', ...' if len(empty) > 3 else ''})", self.config)
         return {"written": written, "failures": failures, "timings": timings}
 
 
 def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
                   weights: str | Sequence[str] | None = None, postprocess: bool = True, keep_going: bool = False,
-                  quiet: bool = False, predictor: "Predictor | None" = None) -> dict:
+                  quiet: bool = False, predictor: "Predictor | None" = None, num_parts: int = 1,
+                  part_id: int = 0) -> dict:
     """``flexunet infer-volume``: :meth:`VolumePredictor.segment_files` with a model loaded for the call.
 
     Inputs are checked (names, existence) before the model is loaded, so a bad call fails fast.
@@ -528,9 +553,10 @@ def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: st
     """
     check_output_names([str(p) for p in inputs])
     if not keep_going:
-        for p in inputs:
+        for p in select_part([str(p) for p in inputs], num_parts, part_id):
             if not Path(p).exists():
                 raise DataError(f"{p}: input volume not found; expected a .nii/.nii.gz file, a DICOM folder or .zip, "
                                 "or an .mrc file")
     vp = VolumePredictor(cfg, weights, predictor=predictor)
-    return vp.segment_files(inputs, output, postprocess=postprocess, keep_going=keep_going, quiet=quiet)
+    return vp.segment_files(inputs, output, postprocess=postprocess, keep_going=keep_going, quiet=quiet,
+                            num_parts=num_parts, part_id=part_id)
