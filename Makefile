@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # 2 cores: keep BLAS from oversubscribing pytest workers
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory bench-demo-variants clean
+.PHONY: venv docs-check test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory bench-demo-variants clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+docs-check: $(STAMP)
+	$(BIN)/python tools/docs_check.py
+
+test: $(STAMP) docs-check
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

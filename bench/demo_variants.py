@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The phantom demo under variants of its config: which recipe to ship as ``projects/phantom-demo``.
 
-    python bench/demo_variants.py [--only shipped,aug] [--minutes 8] [--out bench/results/demo_variants]
+    python bench/demo_variants.py [--only shipped,seed7] [--minutes M] [--out bench/results/demo_variants]
                                   [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...] [--lesions] [--select]
                                   [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...] [--finish NAME,NAME]
 
@@ -10,7 +10,7 @@
 Each variant runs the whole ``flexunet demo`` (10 phantoms, seed 0: train 7, valid phantom_005, test
 phantom_006/007) in its own folder with ``--set`` overrides, in a subprocess, one after another.
 Besides the demo's own test figures, the valid case phantom_005 is segmented as a volume by the same
-model and scored the same way.  The test Dice of the chosen variant is what the README reports
+model and scored the same way.  The test Dice of the chosen variant is what docs/results.md reports
 (choosing on the two test cases would tune to them).
 
 One valid phantom holds two lesions, one of them large, so it tells recipes apart weakly.  Each
@@ -45,142 +45,23 @@ DEFAULT_OUT = BENCH / "results" / "demo_variants"
 # the subprocesses run this checkout's flexunet, whatever is installed
 _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_common.REPO_ROOT / "src"),
                                                                   os.environ.get("PYTHONPATH")])))
-AUG = ["model.generator=True", "augmentor.probability=0.3", "augmentor.rotation=True",
-       "augmentor.angles=[-15,-10,-5,5,10,15]", "augmentor.scaling=True", "augmentor.gamma=True",
-       "augmentor.contrast=True", "augmentor.gaussian_noise=True", "augmentor.noise_std=(0.0,0.03)"]
-PATCH = ["train.patch_size=(128,128)", "train.oversample_class=2", "train.epochs=200"]
-POLY = ["train.lr_schedule=poly", "train.patience=0"]
-# the demo config now trains with synthetic lesions, keeps the organ's holes, filters the tumours it
-# finds and grows them by intensity (chosen on the selection set below); BASE turns all off: the
-# recipe shipped before the fifth session, which most rows vary.  Rows run before tumour_grow existed
-# carry GROW_OFF, and rows run before fill_holes existed FILL_ON (added below the table).
-SYNTH_OFF = ["train.synth_lesions=0"]
-FILTERS_OFF = ["infer.min_tumour_mm3=0", "infer.tumour_liver_contact=0", "infer.tumour_grow=0"]
-GROW_OFF = ["infer.tumour_grow=0"]
-BASE = SYNTH_OFF + FILTERS_OFF
-CTXFLIP = ["train.context_flip=0.5", "infer.tta_context_flip=True"]
-FILL_ON = ["infer.fill_holes=True"]
-BEYOND1 = ["infer.tumour_grow_beyond=1"]
+# The demo config (projects/phantom-demo) as shipped, with three training seeds; the other rows run the
+# same three trained models with other [infer] settings.  Those rows run best.pt alone, so they compare
+# with one another and, through best1, with the shipped best.pt + last.ckpt average.
 BEST_ONLY = ['infer.weights=["best.pt"]']
-VARIANTS: dict[str, list[str]] = {
-    "shipped": [],
-    "seed7": ["train.seed=7"],
-    "seed123": ["train.seed=123"],
-    # the same models run from best.pt alone, not averaged with last.ckpt (shipped before the eighth session)
-    "best1": BEST_ONLY,
-    "best1_seed7": BEST_ONLY + ["train.seed=7"],
-    "best1_seed123": BEST_ONLY + ["train.seed=123"],
-    # best.pt + last.ckpt on the models of the slower machine's runs and of the poly rows (below)
-    "ens_rerun": [],
-    "ens_rerun_seed123": ["train.seed=123"],
-    "ens_poly": POLY,
-    "ens_poly_seed7": POLY + ["train.seed=7"],
-    "ens_poly_seed123": POLY + ["train.seed=123"],
-    # the same models growing 1 voxel past the organ's outline instead of 2 (shipped in the sixth session)
-    "beyond1": BEYOND1,
-    "beyond1_seed7": BEYOND1 + ["train.seed=7"],
-    "beyond1_seed123": BEYOND1 + ["train.seed=123"],
-    # 3 growing steps instead of 2 (the same models), 2 voxels past the outline and 1
-    "grow3": ["infer.tumour_grow=3"],
-    "grow3_seed7": ["infer.tumour_grow=3", "train.seed=7"],
-    "grow3_seed123": ["infer.tumour_grow=3", "train.seed=123"],
-    "grow3_beyond1": ["infer.tumour_grow=3"],
-    "grow3_beyond1_seed7": ["infer.tumour_grow=3", "train.seed=7"],
-    "grow3_beyond1_seed123": ["infer.tumour_grow=3", "train.seed=123"],
-    # an exponential moving average of the weights (validation, best.pt and the demo use the average)
-    "ema": ["train.ema_decay=0.99"],
-    "ema_seed7": ["train.ema_decay=0.99", "train.seed=7"],
-    # a narrower HU window, near the one nnU-Net's CT normalisation derives for livers (0.5-99.5
-    # percentiles of the foreground): lesions 20-50 HU darker span 1.6 times the grey levels
-    "window": ["slice.hu_window=(-20,200)"],
-    # the shipped recipe trained anew in the seventh session, when the machine fitted fewer epochs
-    "shipped_rerun": [],
-    "shipped_rerun_seed123": ["train.seed=123"],
-    # the learning rate annealed over the time budget (poly, progress by time), not halved on
-    # plateaus: a slower machine still ends its budget at a low rate
-    "poly": POLY,
-    "poly_seed7": POLY + ["train.seed=7"],
-    "poly_seed123": POLY + ["train.seed=123"],
-    # twice the optimiser steps per epoch (batch 4 instead of 8)
-    "batch4": ["train.batch_size=4"],
-    # the same models with the organ's holes filled slice by slice (the recipe before this was a setting)
-    "fill": FILL_ON,
-    "fill_seed7": FILL_ON + ["train.seed=7"],
-    "fill_seed123": FILL_ON + ["train.seed=123"],
-    "nogrow_nofill": GROW_OFF,  # holes kept, no growing: what keeping the holes does alone
-    # the same models without the intensity growing (the recipe shipped in the fifth session)
-    "nogrow": GROW_OFF,
-    "nogrow_seed7": GROW_OFF + ["train.seed=7"],
-    "nogrow_seed123": GROW_OFF + ["train.seed=123"],
-    "grow1": ["infer.tumour_grow=1"],  # one voxel step instead of two
-    # fainter synthetic lesions (15-70 HU darker instead of 30-70: phantom_006's missed ones are 14-18)
-    "synth_c15": ["train.synth_lesion_contrast=(15,70)"],
-    # the 2.5D context flipped (z-1 and z+1 swapped) in half the training items, and the flipped slices
-    # averaged in at inference (test-time augmentation)
-    "tta": ["infer.tta_context_flip=True"],  # the averaging alone, on a model trained without the flip
-    "ctxflip": CTXFLIP,
-    # what each half does: filters without synthetic lesions, synthetic lesions without filters
-    "base": BASE,
-    "base_seed7": BASE + ["train.seed=7"],
-    "base_seed123": BASE + ["train.seed=123"],
-    "base_filters": SYNTH_OFF + GROW_OFF,
-    "base_seed7_filters": SYNTH_OFF + GROW_OFF + ["train.seed=7"],
-    "base_filters_grow": SYNTH_OFF,
-    "synth30_nofilter": FILTERS_OFF,
-    "synth30_nofilter_seed7": FILTERS_OFF + ["train.seed=7"],
-    # more synthetic lesions, or lesions of the default contrast and size (20-60 HU, 3-12 px)
-    "synth50": ["train.synth_lesions=0.5"] + GROW_OFF,
-    "synth50_grow": ["train.synth_lesions=0.5"],
-    "synth50_nofilter": ["train.synth_lesions=0.5"] + FILTERS_OFF,
-    "synth50_c20_nofilter": ["train.synth_lesions=0.5", "train.synth_lesion_contrast=(20,60)",
-                             "train.synth_lesion_radius=(3,12)"] + FILTERS_OFF,
-    # more training phantoms (11 instead of 7; valid and test cases unchanged)
-    "synth30_c14": ["demo.cases=14"] + GROW_OFF,
-    "synth30_c14_nofilter": ["demo.cases=14"] + FILTERS_OFF,
-    # the earlier recipe search, all without synthetic lesions and filters
-    "base_dice_ce": BASE + ["model.loss=dice_ce"],
-    "base_aug": BASE + AUG,
-    "base_wide24": BASE + ["model.base_filters=24"],
-    # random 128x128 training patches, a third of them centred near tumour (nnU-Net style); an epoch is
-    # over twice as fast, so the demo config's cap of 40 epochs would end training before the budget
-    "base_patch128": BASE + PATCH,
-    "base_patch128_fg50": BASE + PATCH + ["train.patch_foreground_fraction=0.5"],
-    # the same, trained for the whole budget: no early stop, nnU-Net's poly LR decay over the time budget
-    "base_poly": BASE + POLY,
-    "base_patch128_poly": BASE + PATCH + POLY,
-    "base_patch128_fg50_poly": BASE + PATCH + POLY + ["train.patch_foreground_fraction=0.5"],
-    # more training phantoms (11 or 17 instead of 7; valid and test cases unchanged)
-    "base_patch128_poly_c14": ["demo.cases=14"] + BASE + PATCH + POLY,
-    "base_patch128_poly_c20": ["demo.cases=20"] + BASE + PATCH + POLY,
-    "base_patch128_poly_c14_seed7": ["demo.cases=14"] + BASE + PATCH + POLY + ["train.seed=7"],
-    # is the 8-minute budget the limit? the base recipe with 20 minutes (and room for the epochs)
-    "base_20min": BASE + ["train.max_time_minutes=20", "train.epochs=200"],
-    # the base recipe early-stops itself before 8 minutes; this one uses all of 20
-    "base_poly_20min": BASE + POLY + ["train.max_time_minutes=20", "train.epochs=200"],
+BEYOND1 = ["infer.tumour_grow_beyond=1"]
+FILL_ON = ["infer.fill_holes=True"]
+GROW_OFF = ["infer.tumour_grow=0"]
+SEEDS = {"": [], "_seed7": ["train.seed=7"], "_seed123": ["train.seed=123"]}
+INFER_SETTINGS: dict[str, list[str]] = {
+    "best1": BEST_ONLY,                                  # best.pt alone, the demo's other [infer] settings
+    "grow3": BEST_ONLY + ["infer.tumour_grow=3"],        # 3 growing steps instead of 2
+    "beyond1": BEST_ONLY + BEYOND1,                      # growing at most 1 voxel past the organ's outline
+    "fill": BEST_ONLY + BEYOND1 + FILL_ON,               # beyond1 with the organ's holes filled slice by slice
+    "nogrow": BEST_ONLY + BEYOND1 + FILL_ON + GROW_OFF,  # fill without tumour growing
 }
-# the rows run since fill_holes became a setting; every other row was run while infer-volume always
-# filled the organ's holes
-RUN_WITH_FILL_HOLES_SETTING = {"shipped", "seed7", "seed123", "nogrow_nofill", "ema", "ema_seed7", "window",
-                               "batch4", "beyond1", "beyond1_seed7", "beyond1_seed123", "grow3", "grow3_seed7",
-                               "grow3_seed123", "grow3_beyond1", "grow3_beyond1_seed7", "grow3_beyond1_seed123",
-                               "shipped_rerun", "poly", "poly_seed7", "poly_seed123", "shipped_rerun_seed123",
-                               "best1", "best1_seed7", "best1_seed123", "ens_rerun", "ens_rerun_seed123", "ens_poly",
-                               "ens_poly_seed7", "ens_poly_seed123"}
-VARIANTS.update({k: v + FILL_ON for k, v in VARIANTS.items()
-                 if k not in RUN_WITH_FILL_HOLES_SETTING and "infer.fill_holes=True" not in v})
-# and every row but these grew tumours at most 1 voxel past the organ (the default before the seventh
-# session); the rows without growing are the same either way
-RUN_WITH_ENSEMBLE = {"shipped", "seed7", "seed123", "ens_rerun", "ens_rerun_seed123", "ens_poly", "ens_poly_seed7",
-                     "ens_poly_seed123"}
-RUN_WITH_BEYOND2 = {"best1", "best1_seed7", "best1_seed123", "grow3", "grow3_seed7", "grow3_seed123", "shipped_rerun", "poly",
-                    "poly_seed7", "poly_seed123", "shipped_rerun_seed123"}
-VARIANTS.update({k: v + BEYOND1 for k, v in VARIANTS.items()
-                 if k not in RUN_WITH_BEYOND2 | RUN_WITH_ENSEMBLE
-                 and not any(x.startswith("infer.tumour_grow_beyond=") for x in v)
-                 and "infer.tumour_grow=0" not in v})
-# and every row but these ran best.pt alone (the default before the eighth session: [infer] weights)
-VARIANTS.update({k: v + BEST_ONLY for k, v in VARIANTS.items()
-                 if k not in RUN_WITH_ENSEMBLE and not any(x.startswith("infer.weights=") for x in v)})
+VARIANTS: dict[str, list[str]] = {"shipped": [], "seed7": ["train.seed=7"], "seed123": ["train.seed=123"]}
+VARIANTS.update({name + suffix: sets + seed for name, sets in INFER_SETTINGS.items() for suffix, seed in SEEDS.items()})
 
 
 def _case_rows(metrics_json: Path) -> dict:
@@ -408,8 +289,8 @@ def post_variant(name: str, base: dict, extra: list[str], out: Path) -> dict:
         # later would break a chain of links); relative, as runs/ may move
         target = (out / "runs" / base["name"] / sub).resolve()
         (d / sub).symlink_to(os.path.relpath(target, d), target_is_directory=True)
-    # a row's sets are relative to the demo config of now (rows are renamed when it changes), not to
-    # the config file the base run was trained with: the new row is scored with today's config + sets
+    # a row's sets are relative to the current demo config, not to the copy in the base run's folder:
+    # the new row is scored with the current config + its sets
     from flexunet.demo import DEMO_CONFIG
 
     shutil.copy(DEMO_CONFIG, d / "train_eval_infer.config")

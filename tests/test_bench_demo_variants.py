@@ -198,3 +198,15 @@ def test_postprocess_real_settings_take_infer_keys_only():
     for bad in ("g=train.seed=7", "g=", "=infer.tumour_grow=2", "g=infer.tumour_grow"):
         with pytest.raises(SystemExit, match="expected NAME=infer.KEY=VALUE"):
             pr.parse_setting(bad)
+
+
+def test_every_row_is_cited_in_the_results_and_varies_only_inference_or_the_seed(dv):
+    import re
+
+    results = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    for name, sets in dv.VARIANTS.items():
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", results), f"{name} is not in docs/results.md"
+        assert all(s.startswith("infer.") or s.startswith("train.seed=") for s in sets), (name, sets)
+    assert dv.VARIANTS["shipped"] == []  # the demo config itself
+    assert {n for n, s in dv.VARIANTS.items() if not any(x.startswith("infer.") for x in s)} == {
+        "shipped", "seed7", "seed123"}
