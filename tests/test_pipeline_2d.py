@@ -59,17 +59,50 @@ def test_train_evaluate_infer_resume(tiny_project):
     assert len(list((tiny_project / "mini_test_output_overlay").glob("*.png"))) == 4
 
 
-def test_tiled_infer_keeps_large_image_size(tiny_project):
+def test_tiled_infer_segments_native_resolution_tiles(tiny_project, monkeypatch):
+    """--tiled runs the model on model-sized tiles cut from the image at its own size and writes their
+    blend; the untiled path (which also keeps the output size) runs it once on the whole image resized."""
+    from flexunet.data.images import load_image, normalize_image
+    from flexunet.infer import common
+
     cfg = str(tiny_project / "train_eval_infer.config")
     assert main(["--quiet", "train", cfg, "--set", "train.epochs=1", "--set", "train.epoch_change_infer=False"]) == 0
     big = tiny_project / "big"
     big.mkdir()
     Image.fromarray((np.random.default_rng(0).random((150, 200, 3)) * 255).astype(np.uint8)).save(big / "wide.png")
+
+    seen, predictors = [], []  # the shape of every batch the model gets, and the predictors used
+    real = common.load_predictor
+
+    def spy(*args, **kwargs):
+        predictor = real(*args, **kwargs)
+        for model in predictor.models:
+            model.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape)))
+        predictors.append(predictor)
+        return predictor
+
+    monkeypatch.setattr(common, "load_predictor", spy)
     rc = main(["--quiet", "infer", cfg, "--tiled", "--set", f"infer.images_dir='{big}'",
                "--set", f"infer.output_dir='{tiny_project / 'tiled_out'}'"])
     assert rc == 0
     out = Image.open(tiny_project / "tiled_out" / "wide.png")
     assert out.size == (200, 150)
+    assert seen and all(shape[-2:] == (64, 64) for shape in seen)
+    tiles = sum(shape[0] for shape in seen)
+    assert tiles * 64 * 64 >= 150 * 200  # the tiles cover the whole image at its own resolution
+    # the written labels are the sliding-window blend over the native image
+    from flexunet.config import load_config
+
+    conf = load_config(cfg)
+    x = normalize_image(load_image(big / "wide.png", conf, resize=False), conf.model.input_normalize)
+    expected = predictors[0].tiled_probs(x[None], (64, 64), conf.tiledinfer.overlapping)[0].argmax(0).numpy()
+    assert np.array_equal(np.asarray(out), expected)
+
+    seen.clear()
+    assert main(["--quiet", "infer", cfg, "--set", f"infer.images_dir='{big}'",
+                 "--set", f"infer.output_dir='{tiny_project / 'plain_out'}'"]) == 0
+    assert Image.open(tiny_project / "plain_out" / "wide.png").size == (200, 150)
+    assert seen == [(1, 3, 64, 64)]  # untiled: one resized image, so the tiled checks above tell them apart
 
 
 def test_evaluate_dice_matches_hand_computation(tiny_project, monkeypatch):
