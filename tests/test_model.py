@@ -37,7 +37,7 @@ def test_forward_shape_and_logits(bn, act, dil):
     assert y.shape == (2, 3, 32, 48)
     assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules()) == bn
     # dropout grows with the level: 0 at level 0, 0.1 at level 1, 0.2 at level 2
-    drops = sorted({mod.p for mod in m.modules() if isinstance(mod, torch.nn.Dropout2d)})
+    drops = sorted({mod.p for mod in m.modules() if isinstance(mod, torch.nn.Dropout)})
     assert drops == pytest.approx([0.1, 0.2])
 
 

@@ -230,3 +230,27 @@ def test_lock_from_another_host_is_not_judged_stale(tmp_path):
     with pytest.raises(DataError, match=r"x.lock: lock file holds 'garbage'; expected a lock written by FlexUNet"):
         with folder_lock(tmp_path, "x.lock", "[train] model_dir"):
             pass
+
+
+# --------------------------------------------------------------------------- dropout like Keras Dropout
+
+
+def test_flexunet_dropout_drops_single_activations_not_whole_channels():
+    import torch
+
+    from flexunet.models.flexunet import FlexUNet
+
+    torch.manual_seed(0)
+    model = FlexUNet(in_channels=1, num_classes=3, base_filters=4, base_kernels=(3, 3), num_layers=3,
+                     dropout_rate=0.2).train()
+    rates = []
+    for block in list(model.encoders) + list(model.decoders):
+        for layer in block:
+            if "Dropout" not in type(layer).__name__:
+                continue
+            rates.append(layer.p)
+            y = layer(torch.ones(4, 16, 32, 32))
+            zero = (y == 0).float().mean(dim=(2, 3))  # share of dropped activations per feature map
+            assert ((zero > 0) & (zero < 1)).all(), "whole feature maps were dropped"
+            assert float((y == 0).float().mean()) == pytest.approx(layer.p, abs=0.02)
+    assert sorted(set(rates)) == pytest.approx([0.2, 0.4])

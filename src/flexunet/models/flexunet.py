@@ -2,7 +2,7 @@
 
 Encoder level ``i = 0 .. num_layers-1`` has two ``same``-padded convolutions
 with ``base_filters * 2**i`` filters, kernel ``max(3, base_kernel - 2*i)``,
-dilation ``max(1, dilation - i)``, dropout ``dropout_rate * i`` between them and
+dilation ``max(1, dilation - i)``, element-wise dropout ``dropout_rate * i`` between them and
 optional BatchNorm after each; a 2x2 max-pool follows every level but the last
 (the bridge).  The decoder mirrors it with 2x2 stride-2 transposed
 convolutions and skip concatenation.  The head is a 1x1 convolution.
@@ -41,7 +41,11 @@ def level_dilations(dilation: tuple[int, int], num_layers: int) -> list[tuple[in
 
 
 class ConvBlock(nn.Sequential):
-    """conv -> [BN] -> act -> dropout -> conv -> [BN] -> act; 'same' padding."""
+    """conv -> [BN] -> act -> dropout -> conv -> [BN] -> act; 'same' padding.
+
+    The dropout zeroes single activations (``nn.Dropout``), as the original's Keras ``Dropout``
+    does, not whole feature maps.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int], dilation: tuple[int, int],
                  dropout: float, batchnorm: bool, activation: str):
@@ -52,7 +56,7 @@ class ConvBlock(nn.Sequential):
             layers.append(nn.BatchNorm2d(cout))
         layers.append(act())
         if dropout > 0:
-            layers.append(nn.Dropout2d(dropout))
+            layers.append(nn.Dropout(dropout))
         layers.append(nn.Conv2d(cout, cout, kernel, padding=pad, dilation=dilation))
         if batchnorm:
             layers.append(nn.BatchNorm2d(cout))
