@@ -248,11 +248,12 @@ def print_header(title: str, threads: int | None = None, argv: Sequence[str] | N
 
 def save_results(name: str, data: dict, path: str | os.PathLike | None = None) -> Path:
     """Write ``data`` as JSON to ``path`` or ``bench/results/<name>.json`` atomically; return the path."""
+    ensure_src_on_path()
+    from flexunet.io.atomic import atomic_save_text
+
     dst = Path(path) if path else RESULTS_DIR / f"{name}.json"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, dst)
+    atomic_save_text(dst, json.dumps(data, indent=2, default=_json_default) + "\n")
     return dst
 
 

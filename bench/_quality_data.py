@@ -63,12 +63,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- small I/O helpers
 
 
-def _read(path, label=False):
-    from flexunet.io.volumes import read_volume
-
-    return read_volume(path, label=label)
-
-
 def _write_case(case_dir: Path, image: np.ndarray, label: np.ndarray, affine: np.ndarray, image_dtype=None) -> None:
     from flexunet.io.volumes import write_nifti
 
@@ -129,10 +123,10 @@ def case_facts(case_dir: Path) -> dict:
     """Shape, spacing, axis codes, HU range, voxel counts, liver slices and liver centroid in the slicer's display."""
     import nibabel as nib
 
-    from flexunet.io.volumes import to_canonical
+    from flexunet.io.volumes import read_volume, to_canonical
 
-    img = _read(case_dir / "image.nii.gz")
-    lab = _read(case_dir / "label.nii.gz", label=True)
+    img = read_volume(case_dir / "image.nii.gz")
+    lab = read_volume(case_dir / "label.nii.gz", label=True)
     can, _ = to_canonical(img)
     lcan = np.asarray(to_canonical(lab)[0].array)
     per = (lcan > 0).reshape(-1, lcan.shape[2]).sum(0)
@@ -168,12 +162,12 @@ def orientation_png(case_dirs: dict[str, Path], out_png: Path, size: int = 256) 
     from PIL import Image
 
     from flexunet.data.slicer import hu_to_uint8
-    from flexunet.io.volumes import to_canonical
+    from flexunet.io.volumes import read_volume, to_canonical
 
     tiles = []
     for cid, d in case_dirs.items():
-        can = to_canonical(_read(d / "image.nii.gz"))[0]
-        lcan = np.asarray(to_canonical(_read(d / "label.nii.gz", label=True))[0].array)
+        can = to_canonical(read_volume(d / "image.nii.gz"))[0]
+        lcan = np.asarray(to_canonical(read_volume(d / "label.nii.gz", label=True))[0].array)
         k = int((lcan > 0).reshape(-1, lcan.shape[2]).sum(0).argmax())
         v = view_of(hu_to_uint8(np.asarray(can.array), (-100, 250)), k).astype(np.float64)
         m = view_of(lcan, k)
@@ -230,8 +224,10 @@ def fix_lits117(raw_case: Path, dst_case: Path, spacing: float = LITS_SPACING_MM
     0 = inferior->superior, 1 = right->left, 2 = anterior->posterior.  RAS wants
     0 = left->right, 1 = posterior->anterior, 2 = inferior->superior.
     """
-    img = _read(raw_case / "image.nii.gz")
-    lab = _read(raw_case / "label.nii.gz", label=True)
+    from flexunet.io.volumes import read_volume
+
+    img = read_volume(raw_case / "image.nii.gz")
+    lab = read_volume(raw_case / "label.nii.gz", label=True)
     a = np.asarray(img.array, dtype=np.float32)
     lb = np.asarray(lab.array).astype(np.uint8)
 
@@ -344,7 +340,7 @@ def make_minmax(src_cases: Path, dst_cases: Path, case_ids) -> dict:
 
     Returns ``{case_id: [hu_min, hu_max]}``.  Cached: a case whose ``prep.json`` matches is not redone.
     """
-    from flexunet.io.volumes import write_nifti
+    from flexunet.io.volumes import read_volume, write_nifti
 
     out = {}
     for cid in case_ids:
@@ -354,7 +350,7 @@ def make_minmax(src_cases: Path, dst_cases: Path, case_ids) -> dict:
         if _stamp_ok(dst, params):
             out[cid] = _read_stamp_facts(dst).get("hu_range")
             continue
-        img = _read(src / "image.nii.gz")
+        img = read_volume(src / "image.nii.gz")
         a = np.asarray(img.array, dtype=np.float32)
         lo, hi = float(a.min()), float(a.max())
         u8 = np.rint((a - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.int16)

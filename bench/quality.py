@@ -71,6 +71,9 @@ import _quality_data as qd  # noqa: E402
 
 _common.ensure_src_on_path()
 
+from flexunet.config.loader import apply_override, parse_ini  # noqa: E402
+from flexunet.errors import ConfigError  # noqa: E402
+
 REPO = BENCH.parent
 SEED_CONFIG = qd.SHARED / "seed" / "train_eval_infer.config"
 CT_CONFIG = REPO / "projects" / "liver-tumor-ct" / "train_eval_infer.config"
@@ -179,9 +182,9 @@ def _template(path: Path, fallback: str | None = None) -> tuple[str, str]:
     raise SystemExit(f"quality.py: {path} not found")
 
 
-def slice_defaults(ct_text: str) -> dict:
+def slice_defaults(ct_text: str, source: str = "<recommended config>") -> dict:
     """The recommended config's slice selection, so that both recipes see the same slices."""
-    sec = _parse_ini(ct_text).get("slice", {})
+    sec = parse_ini(ct_text, source).get("slice", {})
     return {k: sec[k] for k in ("foreground_only", "background_fraction") if k in sec}
 
 
@@ -193,7 +196,7 @@ def build_recipes(keys, ct_text: str, ct_source: str, seed_text: str, seed_sourc
         out["a"] = Recipe("a", "original recipe (its config, min-max preprocessing, no 2.5D)", seed_text,
                           seed_source, "minmax", postprocess=False, evaluate2d=True,
                           sets={**common, "slice.hu_window": (0, 255), "slice.context_slices": False,
-                                **{f"slice.{k}": _lit(v) for k, v in same_slices.items()}})
+                                **{f"slice.{k}": v for k, v in same_slices.items()}})
     if "b" in keys:
         out["b"] = Recipe("b", "FlexUNet recommended CT defaults", ct_text, ct_source, "window",
                           postprocess=True, evaluate2d=True, sets=dict(common))
@@ -227,33 +230,6 @@ def real_folds(have: set[str], which: str, p1_in_tumour_fold: str = "liver") -> 
 # --------------------------------------------------------------------------- config text editing
 
 
-def _lit(text: str):
-    import ast
-
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text.strip()
-
-
-def _parse_ini(text: str) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    sec = None
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s.startswith((";", "#")):
-            continue
-        m = re.match(r"^\[([^\]]+)\]$", s)
-        if m:
-            sec = m.group(1).strip().lower()
-            out.setdefault(sec, {})
-            continue
-        if sec is not None and "=" in s:
-            k, v = s.split("=", 1)
-            out[sec][k.strip()] = v.strip()
-    return out
-
-
 def _fmt_value(v) -> str:
     if isinstance(v, str):
         return json.dumps(v)
@@ -269,6 +245,7 @@ def edit_config(text: str, sets: dict) -> str:
     lines = text.splitlines()
     out: list[str] = []
     done: set[tuple[str, str]] = set()
+    present: set[str] = set()
     sec = None
 
     def flush(section):
@@ -290,6 +267,7 @@ def edit_config(text: str, sets: dict) -> str:
             flush(sec)
             out.extend(trailing)
             sec = m.group(1).strip().lower()
+            present.add(sec)
             out.append(line)
             continue
         if sec is not None and "=" in s and not s.startswith((";", "#")):
@@ -300,7 +278,6 @@ def edit_config(text: str, sets: dict) -> str:
                 continue
         out.append(line)
     flush(sec)
-    present = set(_parse_ini("\n".join(out)))
     for section, kv in by_sec.items():
         if section not in present:
             out += ["", f"[{section}]"] + [f"{k} = {_fmt_value(v)}" for k, v in kv.items()]
@@ -741,14 +718,23 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], phantom_fold
 
 
 def _parse_sets(items) -> dict:
-    """``[RECIPE:]section.key=value`` strings -> {scope: {"section.key": value}} (scope "*" = every recipe)."""
+    """``[RECIPE:]section.key=value`` strings -> {scope: {"section.key": value}} (scope "*" = every recipe).
+
+    The value is read as ``flexunet --set`` reads it (:func:`flexunet.config.loader.apply_override`)."""
     out: dict = {}
     for it in items or []:
         scope, kv = (it[0], it[2:]) if re.match(r"^[abc*]:", it) else ("*", it)
-        k, eq, v = kv.partition("=")
+        k, eq, _ = kv.partition("=")
         if "." not in k or not eq:
             raise SystemExit(f"quality.py: --set {it!r}: expected [RECIPE:]section.key=value")
-        out.setdefault(scope, {})[k.strip()] = _lit(v)
+        raw: dict = {}
+        try:
+            apply_override(raw, kv, source="--set")
+        except ConfigError as exc:
+            raise SystemExit(f"quality.py: {exc}") from None
+        for section, values in raw.items():
+            for key, value in values.items():
+                out.setdefault(scope, {})[f"{section}.{key}"] = value
     return out
 
 

@@ -60,6 +60,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from flexunet.infer.precision import autocast, cpu_has_native_bf16  # noqa: E402
+from flexunet.infer.predictor import fold_batchnorm  # noqa: E402
+
 DEFAULT_RECOMMENDED = C.REPO_ROOT / "projects" / "liver-tumor-ct" / "train_eval_infer.config"
 TF_ANCHOR = C.SHARED_DIR / "tools" / "tf_anchor.py"
 TF_PYTHON = Path("/tmp/tf-venv/bin/python")
@@ -77,22 +80,17 @@ CONFIG_TITLES = {"A": "A: seed, 512², 8 layers, 9x9", "B": "B: 256², 6 layers,
 TF_FOR = {"A": "A", "B": "B", "R": "B"}
 
 #: eager paths: name -> (channels_last, autocast mode); ``<path>_fused``: the same with each BatchNorm folded into
-#: the convolution before it (inference only; a proposal for the Predictor, see :func:`fuse_conv_bn`)
+#: the convolution before it (inference only; :func:`flexunet.infer.predictor.fold_batchnorm`)
 PATHS = {"fp32": (False, "32"), "fp32_cl": (True, "32"), "bf16_cl": (True, "bf16"), "bf16": (False, "bf16")}
 PATHS.update({f"{k}_fused": v for k, v in list(PATHS.items())})
 PATH_TITLES = {"fp32": "fp32 NCHW", "fp32_cl": "fp32 channels_last", "bf16_cl": "bf16 autocast + channels_last",
                "bf16": "bf16 autocast NCHW", "compile": "torch.compile", "tf": "TF anchor (original)"}
 PATH_TITLES.update({f"{k}_fused": f"{v} + BN folded (infer only)" for k, v in list(PATH_TITLES.items())})
 TRAIN_BATCH, INFER_BATCH = 2, 4
+CPU = torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- configs and models
-
-
-def native_bf16() -> bool:
-    from flexunet.infer.precision import cpu_has_native_bf16
-
-    return cpu_has_native_bf16()
 
 
 def bench_config(name: str, recommended: str | os.PathLike = DEFAULT_RECOMMENDED):
@@ -122,19 +120,6 @@ def has_batchnorm(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def fuse_conv_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """BatchNorm folded into the preceding convolutions, in place (the predictor's own folding)."""
-    from flexunet.infer.predictor import fold_batchnorm
-
-    return fold_batchnorm(model)
-
-
-def _autocast(mode: str):
-    from flexunet.infer.precision import autocast
-
-    return autocast(torch.device("cpu"), mode)
-
-
 def make_train_step(model: torch.nn.Module, cfg, channels_last: bool, mode: str, batch: int = TRAIN_BATCH,
                     seed: int = 0, clipvalue: float = 0.4):
     """One optimizer step like tf_anchor's ``train_on_batch``: forward, CE, backward, clip by value, Adam."""
@@ -151,7 +136,7 @@ def make_train_step(model: torch.nn.Module, cfg, channels_last: bool, mode: str,
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with _autocast(mode):
+        with autocast(CPU, mode):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
@@ -233,7 +218,7 @@ def path_logits(model: torch.nn.Module, batch: torch.Tensor, path: str, chunk: i
     cl, mode = PATHS[eager]
     m = copy.deepcopy(model).eval()
     if eager.endswith("_fused"):
-        m = fuse_conv_bn(m)
+        m = fold_batchnorm(m)
     x = batch.float()
     if cl:
         m = m.to(memory_format=torch.channels_last)
@@ -244,7 +229,7 @@ def path_logits(model: torch.nn.Module, batch: torch.Tensor, path: str, chunk: i
     ctx = torch.no_grad if compiled else torch.inference_mode
     with ctx():
         for i in range(0, x.shape[0], chunk):
-            with _autocast(mode):
+            with autocast(CPU, mode):
                 outs.append(m(x[i:i + chunk]).float())
     return torch.cat(outs)
 
@@ -315,7 +300,7 @@ class TrainBench:
 
     def step(self):
         self.opt.zero_grad(set_to_none=True)
-        with _autocast(self.mode):
+        with autocast(CPU, self.mode):
             logits = self.model(self.x)
         loss = F.cross_entropy(logits.float(), self.y)
         loss.backward()
@@ -345,7 +330,8 @@ def measure_eager(cfg, base: torch.nn.Module, paths: list[str], timing: dict, ro
             else:
                 phase_paths = list(paths)
                 x = infer_input(cfg)
-                preds = {p: Predictor(fuse_conv_bn(copy.deepcopy(base)) if p.endswith("_fused") else copy.deepcopy(base),
+                preds = {p: Predictor(fold_batchnorm(copy.deepcopy(base)) if p.endswith("_fused")
+                                      else copy.deepcopy(base),
                                       precision=PATHS[p][1], channels_last=PATHS[p][0]) for p in paths}
                 runners = {p: (lambda: None, lambda pr=preds[p]: pr.probs(x)) for p in paths}
                 items = INFER_BATCH
@@ -432,7 +418,7 @@ def worker_compile(args) -> dict:
 
     cfg = bench_config(args.config_name, args.recommended)
     base = build_model(cfg, weights=args.weights if args.config_name == "R" else None)
-    eager = "bf16_cl" if native_bf16() else "fp32_cl"
+    eager = "bf16_cl" if cpu_has_native_bf16() else "fp32_cl"
     cl, mode = PATHS[eager]
     rounds = max(1, args.rounds)
     per = dict(n_min=max(1, -(-args.n_min // rounds)), t_floor=args.t_floor / rounds, t_cap=args.t_cap / rounds)
@@ -441,7 +427,7 @@ def worker_compile(args) -> dict:
 
     def softmax_of(m, grad_ctx):
         def f():
-            with grad_ctx(), _autocast(mode):
+            with grad_ctx(), autocast(CPU, mode):
                 return torch.softmax(m(x).float(), 1)
         return f
 
@@ -887,7 +873,7 @@ def main(argv=None) -> int:
                "tf": {}, "configs": {}, "compile": {}, "drift": {}, "e2e": {}, "train_rss": {}, "notes": []}
     out_json = Path(args.out) if args.out else C.RESULTS_DIR / "speed.json"
     save = lambda: C.save_results("speed", results, out_json)  # noqa: E731
-    bf16_ok = native_bf16()
+    bf16_ok = cpu_has_native_bf16()
     m = results["machine"]
     results["bf16_gate"] = {"precision.cpu_has_native_bf16": bf16_ok, "isa_avx512_bf16": m.get("isa_avx512_bf16"),
                             "isa_amx_tile": m.get("isa_amx_tile")}
@@ -993,7 +979,7 @@ def main(argv=None) -> int:
     # thread / OpenMP comparison in fresh processes, interleaved rounds
     if not args.skip_threads:
         name = args.threads_config.upper()
-        path = "bf16_cl" if native_bf16() else "fp32_cl"
+        path = "bf16_cl" if cpu_has_native_bf16() else "fp32_cl"
         variants = [(f"{args.threads} threads, OMP default", args.threads, {"OMP_WAIT_POLICY": None}),
                     (f"{args.threads} threads, OMP_WAIT_POLICY=PASSIVE", args.threads, {"OMP_WAIT_POLICY": "PASSIVE"})]
         if args.threads > 1:

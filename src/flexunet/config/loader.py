@@ -156,19 +156,24 @@ def read_ini(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc}); expected a UTF-8 INI file")
+    return parse_ini(text, str(path))
+
+
+def parse_ini(text: str, source: str = "<text>") -> dict[str, dict[str, Any]]:
+    """Parse INI ``text`` into ``{section: {key: literal}}``; ``source`` names it in error messages."""
     parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"),
                                        inline_comment_prefixes=(";",), strict=False)
     parser.optionxform = str  # keep key case
     try:
-        parser.read_string(text, source=str(path))
+        parser.read_string(text, source=source)
     except configparser.Error as exc:
         first = str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not a valid INI config ({first})")
+        raise ConfigError(f"{source}: not a valid INI config ({first})")
     out: dict[str, dict[str, Any]] = {}
     for section in parser.sections():
         out[section] = {}
         for key, text_value in parser.items(section):
-            out[section][key] = parse_literal(text_value, f"{path}: [{section}] {key}")
+            out[section][key] = parse_literal(text_value, f"{source}: [{section}] {key}")
     return out
 
 
