@@ -254,3 +254,28 @@ def test_flexunet_dropout_drops_single_activations_not_whole_channels():
             assert ((zero > 0) & (zero < 1)).all(), "whole feature maps were dropped"
             assert float((y == 0).float().mean()) == pytest.approx(layer.p, abs=0.02)
     assert sorted(set(rates)) == pytest.approx([0.2, 0.4])
+
+
+# --------------------------------------------------------------------------- [slice] foreground_only and the test split
+
+
+def test_foreground_only_keeps_every_slice_of_test_patients(tmp_path):
+    from flexunet.data.slicer import slice_cases
+    from volume_helpers import write_case
+
+    for i in range(3):
+        write_case(tmp_path / "cases", f"p{i}", seed=i)  # 12 slices, the first and last ones empty
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32, "num_layers": 3},
+                            "slice": {"cases_dir": str(tmp_path / "cases"), "output_dir": str(tmp_path / "ds"),
+                                      "train_cases": ["p0"], "valid_cases": ["p1"], "test_cases": ["p2"],
+                                      "foreground_only": True, "background_fraction": 0.0}}, base_dir=tmp_path)
+    res = slice_cases(cfg, quiet=True)
+    ds = tmp_path / "ds"
+
+    def empty(split):
+        return [np.asarray(Image.open(p).convert("RGB")).max() == 0 for p in sorted((ds / split / "masks").iterdir())]
+
+    assert len(empty("test")) == 12 and any(empty("test"))  # all slices, the empty ones included
+    assert 0 < len(empty("train")) < 12 and not any(empty("train"))  # training keeps foreground only
+    assert not any(empty("valid"))
+    assert res["counts"]["test"] == 12

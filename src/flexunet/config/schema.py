@@ -176,7 +176,9 @@ class SliceConfig:
     output_dir: str = _f("./dataset", "Where train/valid/test x images/masks are written.")
     hu_window: tuple = _f((-100, 250), "HU window mapped to 0..255.")
     context_slices: Optional[bool] = _f(None, "2.5D (z-1,z,z+1) channels; default: image_channels == 3.")
-    foreground_only: bool = _f(True, "Keep slices with foreground plus background_fraction of the others.")
+    foreground_only: bool = _f(True, "Train and valid patients: keep slices with foreground plus "
+                                     "background_fraction of the others. Test patients keep every slice, so "
+                                     "`evaluate` scores their empty slices too.")
     background_fraction: float = _f(0.1, "Fraction of background-only slices kept when foreground_only.")
     split_ratios: tuple = _f((0.7, 0.15, 0.15), "train, valid, test ratios by patient.")
     train_cases: tuple = _f((), "Explicit train case ids (overrides ratios when any list is given).")

@@ -144,6 +144,18 @@ def load_case_canonical(case: Case, cfg):
 
 
 def choose_slices(lab: np.ndarray | None, cfg, rng: np.random.Generator) -> list[int]:
+    """The slices of a training or validation case: all, or with ``[slice] foreground_only`` those with
+    foreground plus a random ``background_fraction`` of the others (test cases keep all, see
+    :func:`slice_cases`).
+
+    Args:
+        lab: the case's canonical label volume (I, J, K), or None (then no slice).
+        cfg: the config (``[slice] foreground_only``, ``background_fraction``).
+        rng: draws the background slices kept.
+
+    Returns:
+        Sorted slice indices k.
+    """
     nz = lab.shape[2] if lab is not None else 0
     if lab is None or not cfg.slice.foreground_only:
         return list(range(nz))
@@ -176,7 +188,11 @@ def slice_sample(vol_u8: np.ndarray, lab: np.ndarray | None, k: int, cfg):
 
 
 def slice_cases(cfg, quiet: bool = False) -> dict:
-    """``flexunet slice``: write train/valid/test x images/masks PNGs and ``split.csv``."""
+    """``flexunet slice``: write train/valid/test x images/masks PNGs and ``split.csv``.
+
+    Train and valid patients give the slices :func:`choose_slices` picks; test patients give every
+    slice, so ``evaluate`` scores the empty slices a patient has too.
+    """
     from PIL import Image
     from tqdm import tqdm
 
@@ -201,6 +217,10 @@ def slice_cases(cfg, quiet: bool = False) -> dict:
         idir.mkdir(parents=True, exist_ok=True)
         mdir.mkdir(parents=True, exist_ok=True)
         ks = choose_slices(lab, cfg, rng)
+        if sp == "test":
+            # `evaluate` scores a test patient's every slice, the empty ones included; the slices are
+            # still drawn above so the train and valid picks do not depend on who is in the test split
+            ks = list(range(vol_u8.shape[2]))
         for k in ks:
             img, mask = slice_sample(vol_u8, lab, k, cfg)
             name = f"{case.case_id}_{k:04d}.png"
