@@ -212,8 +212,10 @@ def test_import_ircadb_masks(tmp_path, zipped):
     rows = rows_by_id(import_dataset("ircadb", patient, dst, progress=False))
     row = rows["ircadb_4"]
     check_case(dst, row, hu, expected, IRCAD_AFFINE)
-    assert "tumour masks: LiverTumor2, livertumor01" in row["notes"] or "tumour masks: livertumor01, LiverTumor2" in row["notes"]
-    assert "1 tumour voxels lie outside the liver mask" in row["notes"]
+    assert ("liver tumour taken: LiverTumor2 [9 voxels, 89% inside the liver], "
+            "livertumor01 [8 voxels, 100% inside the liver]") in row["notes"]
+    assert "other structures not used: bone" in row["notes"]
+    assert "1 voxels of the taken tumour masks lie outside the liver mask (labelled tumour)" in row["notes"]
     assert row["source"] == str(patient)
 
 
@@ -227,11 +229,79 @@ def test_import_ircadb_several_patients_and_missing_liver(tmp_path):
     bad, _, _ = synthetic_ircadb_patient(tmp_path / "bad", 3, zipped=False)
     shutil.copytree(bad / "MASKS_DICOM" / "bone", bad / "MASKS_DICOM" / "liverkyst")
     row = rows_by_id(import_dataset("ircadb", bad, tmp_path / "out1", progress=False))["ircadb_3"]
-    assert "liver/tumour-like structures not used: liverkyst" in row["notes"]
+    assert "cysts, not tumours (stay liver): liverkyst" in row["notes"]
     shutil.rmtree(bad / "MASKS_DICOM" / "liverkyst")
     shutil.rmtree(bad / "MASKS_DICOM" / "liver")
     with pytest.raises(DataError, match=r"MASKS_DICOM: has no 'liver' structure \(found LiverTumor2, bone, livertumor01\)"):
         import_dataset("ircadb", bad, tmp_path / "out2", progress=False)
+
+
+def ircadb_patient_with_structures(patient: Path, structures: dict[str, np.ndarray], shape=(16, 14, 9)):
+    """An IRCADb patient folder: random CT + MASKS_DICOM.zip with one 0/255 series per structure."""
+    ct = np.random.default_rng(0).integers(-200, 300, size=shape).astype(np.int16)
+    perm = [3, 8, 0, 5, 1, 7, 2, 6, 4]
+    write_series(patient / "PATIENT_DICOM", dicom_slices(ct, IRCAD_AFFINE, slope=1, intercept=-1024), perm=perm)
+    masks = patient / "MASKS_DICOM"
+    for name, arr in structures.items():
+        write_series(masks / name, dicom_slices(arr, IRCAD_AFFINE, bits=8, signed=False), perm=perm)
+    zip_folder(masks, patient / "MASKS_DICOM.zip")
+    shutil.rmtree(masks)
+    return patient
+
+
+def test_import_ircadb_takes_tumours_by_overlap_with_the_liver_not_by_name(tmp_path, capsys):
+    """A 'tumor' beside the liver (another organ's, as in IRCADb patient 7) is left out; a tumour inside
+    the liver is taken whatever its name; the 50% threshold decides a structure half inside."""
+    from flexunet.cli import main
+
+    shape = (16, 14, 9)
+    s = {name: np.zeros(shape, np.uint8) for name in
+         ("liver", "tumor", "livertumour2", "Lesion_3", "metastasis4", "liverkyst", "spleen", "livertumor5")}
+    s["liver"][2:10, 2:10, 1:8] = 255
+    s["tumor"][10:15, 2:10, 1:8] = 255       # beside the liver: 280 voxels, 8 of them inside
+    s["tumor"][9, 2:10, 1] = 255
+    s["livertumour2"][4:6, 4:6, 2:4] = 255   # wholly inside
+    s["Lesion_3"][8:12, 7:9, 5:7] = 255      # 8 of 16 inside: exactly 50%, taken
+    s["metastasis4"][9:12, 3:5, 5:7] = 255   # 4 of 12 inside: 33%, left out
+    s["liverkyst"][3, 8, 6] = 255            # a cyst: stays liver
+    s["spleen"][12:15, 11:14, 0:3] = 255     # not tumour-named: never read as tumour
+    # livertumor5 left empty
+    patient = ircadb_patient_with_structures(tmp_path / "3Dircadb1.7", s, shape)
+    dst = tmp_path / "out"
+    assert main(["import", "ircadb", str(patient), str(dst)]) == 0
+    row = rows_by_id(dst / "manifest.csv")["ircadb_7"]
+    liver, taken = s["liver"] > 0, (s["livertumour2"] > 0) | (s["Lesion_3"] > 0)
+    expected = liver.astype(np.uint8)
+    expected[taken] = 2
+    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
+    np.testing.assert_array_equal(label, expected)
+    assert (row["n_liver"], row["n_tumour"]) == (str(int((expected == 1).sum())), str(int(taken.sum())))
+    notes = row["notes"].split("; ")
+    assert notes[0] == ("liver tumour taken: Lesion_3 [16 voxels, 50% inside the liver], "
+                        "livertumour2 [8 voxels, 100% inside the liver]")
+    assert notes[1] == ("tumour-named structures left out: "
+                        "livertumor5 [empty mask], "
+                        "metastasis4 [12 voxels, 4 (33%) inside the liver, below the 50% a liver tumour needs], "
+                        "tumor [288 voxels, 8 (3%) inside the liver, below the 50% a liver tumour needs]")
+    assert notes[2] == "cysts, not tumours (stay liver): liverkyst"
+    assert notes[3] == "other structures not used: spleen"
+    assert notes[4] == "8 voxels of the taken tumour masks lie outside the liver mask (labelled tumour)"
+    err = capsys.readouterr().err
+    for note in notes:
+        assert f"\n    {note}\n" in err, err
+
+
+def test_import_ircadb_refuses_a_mask_that_is_not_binary(tmp_path):
+    shape = (16, 14, 9)
+    liver = np.zeros(shape, np.uint8)
+    liver[2:10, 2:10, 1:8] = 255
+    tumour = np.zeros(shape, np.uint8)
+    tumour[4:6, 4:6, 2:4] = 255
+    tumour[5, 5, 3] = 7
+    patient = ircadb_patient_with_structures(tmp_path / "3Dircadb1.5", {"liver": liver, "livertumor1": tumour})
+    with pytest.raises(DataError, match=r"MASKS_DICOM\.zip::MASKS_DICOM/livertumor1: holds values 7; "
+                                        r"expected a binary mask \(0/255 or 0/1\)$"):
+        import_dataset("ircadb", patient, tmp_path / "out", progress=False)
 
 
 def test_import_ircadb_liver_label_nifti_aligned_by_geometry(tmp_path):
@@ -301,30 +371,116 @@ def test_import_mrc_lits117_from_pypi_wheel(tmp_path):
 needs_ircadb = pytest.mark.skipif(not IRCADB.is_dir(), reason=f"real IRCADb data not found at {IRCADB}")
 
 
+#: voxel counts of label 1 (liver) and label 2 (tumour) given in ../shared/data/README.md
+REAL_COUNTS = {1: (2_650_863, 214_268), 7: (1_461_944, 0), 17: (1_920_507, 185_990)}
+
+
+def real_patient(n: int) -> Path:
+    patient = IRCADB / f"3Dircadb1.{n}"
+    if not (patient / "MASKS_DICOM.zip").is_file():
+        pytest.skip(f"real IRCADb patient {n} not found at {patient}")
+    return patient
+
+
+@needs_ircadb
+@pytest.mark.parametrize("n", sorted(REAL_COUNTS))
+def test_real_ircadb_masks_label_counts(n):
+    """Fast: the label built from MASKS_DICOM alone (the CT is not read; the liver mask gives the grid)."""
+    from flexunet.data.importers import _ircadb_masks_label
+    from flexunet.io.volumes import read_dicom_series
+
+    masks = real_patient(n) / "MASKS_DICOM.zip"
+    grid = read_dicom_series(masks, within="MASKS_DICOM/liver", label=True)
+    notes: list[str] = []
+    label = _ircadb_masks_label(masks, grid, notes)
+    assert (int((label == 1).sum()), int((label == 2).sum())) == REAL_COUNTS[n]
+    taken = notes[0]
+    if n == 7:
+        assert taken == "liver tumour taken: none"
+        assert notes[1] == ("tumour-named structures left out: tumor [683556 voxels, 230 (0.03%) inside the liver, "
+                            "below the 50% a liver tumour needs]")
+    elif n == 17:
+        assert taken == ("liver tumour taken: livertumor1 [96961 voxels, 100% inside the liver], "
+                         "livertumor2 [89029 voxels, 100% inside the liver]")
+    else:
+        assert taken.startswith("liver tumour taken: livertumor01 [162337 voxels, 100% inside the liver], ")
+        assert taken.count("100% inside the liver") == 7 and "livertumor07" in taken
+        assert "cysts, not tumours (stay liver): liverkyst" in notes
+    assert not any("left out" in note for note in notes) or n == 7
+    assert not any("outside the liver mask" in note for note in notes)
+
+
+@needs_ircadb
+def test_real_ircadb_patient7_tumor_of_another_organ_is_left_out(tmp_path, capsys):
+    from flexunet.cli import main
+
+    dst = tmp_path / "out"
+    assert main(["import", "ircadb", str(real_patient(7)), str(dst)]) == 0
+    row = rows_by_id(dst / "manifest.csv")["ircadb_7"]
+    assert (row["n_liver"], row["n_tumour"]) == ("1461944", "0")
+    assert row["shape"] == "512x512x151"
+    left_out = "left out: tumor [683556 voxels, 230 (0.03%) inside the liver, below the 50% a liver tumour needs]"
+    assert "liver tumour taken: none" in row["notes"] and left_out in row["notes"]
+    err = capsys.readouterr().err
+    assert "ircadb_7: shape 512x512x151, liver 1461944, tumour 0" in err
+    assert "    liver tumour taken: none\n" in err and left_out in err
+
+
 @needs_ircadb
 def test_real_ircadb_patient17_label_counts(tmp_path):
     dst = tmp_path / "out"
-    row = rows_by_id(import_dataset("ircadb", IRCADB / "3Dircadb1.17", dst, progress=False))["ircadb_17"]
+    row = rows_by_id(import_dataset("ircadb", real_patient(17), dst, progress=False))["ircadb_17"]
     assert (row["n_liver"], row["n_tumour"]) == ("1920507", "185990")
     assert row["shape"] == "512x512x119"
-    assert "livertumor1" in row["notes"] and "livertumor2" in row["notes"]
+    assert "livertumor1 [96961 voxels" in row["notes"] and "livertumor2 [89029 voxels" in row["notes"]
     label = nib.load(dst / row["label"])
     assert label.get_data_dtype() == np.uint8
     np.testing.assert_allclose(label.affine, nib.load(dst / row["image"]).affine)
 
 
-@needs_ircadb
-def test_real_ircadb_patient1_liver_label_by_geometry(tmp_path):
-    dst = tmp_path / "out"
-    row = rows_by_id(import_dataset("ircadb", IRCADB / "3Dircadb1.1", dst, progress=False))["ircadb_1"]
-    assert (row["n_liver"], row["n_tumour"]) == ("2865131", "0")
-    assert row["shape"] == "512x512x129"
-    image = np.asanyarray(nib.load(dst / row["image"]).dataobj)
-    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
-    inside = image[label == 1].astype(np.float64)
+def check_liver_hu(image: np.ndarray, liver: np.ndarray):
+    inside = image[liver].astype(np.float64)
     # aligned by geometry: ~110 +- 25 HU; by array index alone it would be ~49 +- 242
     assert 90 < inside.mean() < 130, inside.mean()
     assert inside.std() < 40, inside.std()
+
+
+@needs_ircadb
+@pytest.mark.slow
+def test_real_ircadb_patient1_tumour_masks_and_liver_label_by_geometry(tmp_path):
+    """MASKS_DICOM wins over liver_label.nii.gz; that file, placed by geometry, is the liver mask exactly."""
+    from flexunet.io.volumes import read_nifti, read_volume, resample_label_to
+
+    patient = real_patient(1)
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("ircadb", patient, dst, progress=False))["ircadb_1"]
+    assert (row["n_liver"], row["n_tumour"]) == ("2650863", "214268")
+    assert row["shape"] == "512x512x129"
+    assert "cysts, not tumours (stay liver): liverkyst" in row["notes"]
+    assert "liver_label.nii.gz not used (MASKS_DICOM.zip has the liver and tumour masks)" in row["notes"]
+    image = read_volume(dst / row["image"])
+    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
+    placed, how = resample_label_to(read_nifti(patient / "liver_label.nii.gz", label=True), image)
+    assert "exact" in how
+    np.testing.assert_array_equal(placed > 0, label > 0)
+    check_liver_hu(image.array, label > 0)
+
+
+@needs_ircadb
+@pytest.mark.slow
+def test_real_ircadb_patient1_liver_label_only_by_geometry(tmp_path):
+    """Without MASKS_DICOM the importer falls back to liver_label.nii.gz (liver only, tumours included)."""
+    src = real_patient(1)
+    patient = tmp_path / "3Dircadb1.1"
+    patient.mkdir()
+    for name in ("PATIENT_DICOM.zip", "liver_label.nii.gz"):
+        (patient / name).symlink_to(src / name)
+    dst = tmp_path / "out"
+    row = rows_by_id(import_dataset("ircadb", patient, dst, progress=False))["ircadb_1"]
+    assert (row["n_liver"], row["n_tumour"]) == ("2865131", "0")
+    image = np.asanyarray(nib.load(dst / row["image"]).dataobj)
+    label = np.asanyarray(nib.load(dst / row["label"]).dataobj)
+    check_liver_hu(image, label == 1)
 
 
 def test_import_mrc_with_axcodes_and_spacing_through_the_cli(tmp_path):

@@ -18,15 +18,22 @@ Supported layouts (``fmt``):
   task folder or a folder above it; ``._*`` files skipped) -> ``msd_N``.
 * ``ircadb``: 3D-IRCADb patient folder(s) ``3Dircadb1.N`` with
   ``PATIENT_DICOM`` (folder or .zip) and either ``MASKS_DICOM`` (folder or
-  .zip; label 2 = union of the ``livertumor*`` masks, label 1 = ``liver``
+  .zip; label 2 = union of the liver-tumour masks, label 1 = ``liver``
   mask minus label 2) or ``liver_label.nii.gz`` (label 1 only, placed on the
-  CT grid by geometry) -> ``ircadb_N``.
+  CT grid by geometry) -> ``ircadb_N``.  A structure is a liver tumour when
+  its name suggests a tumour (``livertumor01``, ``tumour``, ``lesion``,
+  ``metastasis`` ...) and at least ``TUMOUR_IN_LIVER_MIN`` (50%) of its voxels
+  lie inside the ``liver`` mask: the masks decide, not the name (a tumour of
+  another organ beside the liver is left out).  Cysts (``liverkyst``) stay
+  liver.  The notes say which structures were taken and which left out, with
+  their overlap with the liver.
 * ``mrc``: ``img_N.mrc`` + ``lab_N.mrc`` (e.g. LiTS volume 117 from the
   ``liver-ct-segmentation-package`` wheel) -> ``mrc_N``.
 
 The manifest is merged with an existing ``dst/manifest.csv``: rows of the
 cases imported now are replaced, other rows are kept, so several sources
 can be imported into one folder.  Paths in the manifest are relative to it.
+With ``progress`` each case prints one line and its notes (stderr).
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from flexunet.io.volumes import (
     write_nifti,
 )
 
-__all__ = ["import_dataset", "FORMATS", "MANIFEST_COLUMNS", "read_manifest"]
+__all__ = ["import_dataset", "FORMATS", "MANIFEST_COLUMNS", "TUMOUR_IN_LIVER_MIN", "read_manifest"]
 
 MANIFEST_COLUMNS = ["case_id", "image", "label", "shape", "spacing", "n_liver", "n_tumour", "source", "notes"]
 FORMATS = ("lits", "kaggle", "msd", "ircadb", "mrc")
@@ -81,6 +88,7 @@ def _unexpected_values(arr: np.ndarray, allowed: tuple[int, ...]) -> list:
     """Distinct values of ``arr`` outside ``allowed`` (fast path: min/max only, no sort of the volume)."""
     if arr.size == 0:
         return []
+    arr = arr.ravel(order="K")  # a view in memory order: a C-order mask over a Fortran array is ~30x slower
     lo, hi = arr.min(), arr.max()
     if lo in allowed and hi in allowed and all(v in allowed for v in range(int(lo), int(hi) + 1)):
         return []
@@ -227,10 +235,32 @@ def _discover_msd(src: Path) -> list[_Case]:
 
 _IRCAD_DIR = re.compile(r"^3dircadb(\d*)\.(\d+)$", re.IGNORECASE)
 
+#: A MASKS_DICOM structure whose name suggests a tumour counts as a liver tumour only when at least
+#: this fraction of its voxels lies inside the ``liver`` mask.  IRCADb's liver tumours lie wholly
+#: inside it (100%); a tumour of a neighbouring organ touches it at most along a border (patient 7's
+#: ``tumor``: 230 of 683556 voxels, 0.03%), so the decision does not hinge on the exact value.
+TUMOUR_IN_LIVER_MIN = 0.5
+
+_TUMOUR_WORDS = re.compile(r"tumou?r|lesion|metasta|carcinom|hcc|neoplas|nodul|cancer|malignan")
+_CYST_WORDS = re.compile(r"cyst|kyst")
+
+
+def _squash(name: str) -> str:
+    """``name`` lower-cased with spaces, '_' and '-' removed."""
+    return re.sub(r"[\s_\-]", "", name.lower())
+
 
 def _tumour_name(name: str) -> bool:
-    """``livertumor*`` case-insensitively; spaces, '_' and '-' inside are ignored."""
-    return re.sub(r"[\s_\-]", "", name.lower()).startswith("livertumor")
+    """Whether a structure's name suggests a tumour (tumor/tumour/lesion/metastasis/carcinoma/HCC/
+    nodule/neoplasm/cancer/malignancy; case, spaces, '_' and '-' ignored).  A name is only a
+    candidate: :func:`_ircadb_masks_label` takes it as liver tumour only when its mask lies in the
+    liver (see :data:`TUMOUR_IN_LIVER_MIN`)."""
+    return _TUMOUR_WORDS.search(_squash(name)) is not None
+
+
+def _cyst_name(name: str) -> bool:
+    """``cyst`` / ``kyst`` (IRCADb's ``liverkyst``) without a tumour word: a cyst, not a tumour."""
+    return _CYST_WORDS.search(_squash(name)) is not None and not _tumour_name(name)
 
 
 def _find_part(patient: Path, stem: str) -> Path | None:
@@ -267,6 +297,9 @@ def _ircadb_loader(patient: Path, case_id: str):
         masks_src = _find_part(patient, "MASKS_DICOM")
         if masks_src is not None:
             label = _ircadb_masks_label(masks_src, image, notes)
+            unused = [p.name for p in (patient / "liver_label.nii.gz", patient / "liver_label.nii") if p.is_file()]
+            if unused:
+                notes.append(f"{unused[0]} not used ({masks_src.name} has the liver and tumour masks)")
         else:
             nii = next((p for p in (patient / "liver_label.nii.gz", patient / "liver_label.nii") if p.is_file()), None)
             if nii is None:
@@ -288,7 +321,30 @@ def _ircadb_loader(patient: Path, case_id: str):
     return load
 
 
+def _percent(part: int, whole: int) -> str:
+    """``part / whole`` as a percentage with the fewest decimals that show it as 0%, 100% or the
+    liver-tumour threshold only when it is exactly so."""
+    if whole == 0:
+        return "0%"
+    pct = 100.0 * part / whole
+    marks = (0.0, 100.0, 100.0 * TUMOUR_IN_LIVER_MIN)
+    for digits in range(7):
+        text = f"{pct:.{digits}f}"
+        if all(float(text) != m or pct == m for m in marks):
+            return f"{text}%"
+    return f"{pct}%"
+
+
 def _ircadb_masks_label(masks_src: Path, image: Volume, notes: list[str]) -> np.ndarray:
+    """Label (0/1/2) from IRCADb ``MASKS_DICOM``: one binary DICOM series (0/255) per structure.
+
+    Label 2 = union of the structures taken as liver tumour, label 1 = ``liver`` mask minus
+    label 2.  A structure is taken as liver tumour when its name suggests a tumour
+    (:func:`_tumour_name`) **and** at least :data:`TUMOUR_IN_LIVER_MIN` of its voxels lie inside the
+    ``liver`` mask; the name alone decides nothing (3D-IRCADb patient 7's ``tumor`` is a tumour of
+    another organ beside the liver).  Cysts (``liverkyst``) stay liver.  What was taken, what was
+    left out and why are appended to ``notes``.
+    """
     folders = dicom_subfolders(masks_src)
     by_name: dict[str, list[str]] = {}
     for rel in folders:
@@ -296,7 +352,6 @@ def _ircadb_masks_label(masks_src: Path, image: Volume, notes: list[str]) -> np.
             continue
         by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
     liver = [rel for name, rels in by_name.items() if name.lower() == "liver" for rel in rels]
-    tumours = sorted(rel for name, rels in by_name.items() if _tumour_name(name) for rel in rels)
     if not liver:
         raise DataError(
             f"{masks_src}: has no 'liver' structure (found {', '.join(sorted(by_name)) or 'nothing'}); "
@@ -304,31 +359,56 @@ def _ircadb_masks_label(masks_src: Path, image: Volume, notes: list[str]) -> np.
         )
     if len(liver) > 1:
         raise DataError(f"{masks_src}: has {len(liver)} 'liver' structures ({', '.join(liver)}); expected one")
+    candidates = sorted(rel for name, rels in by_name.items() if _tumour_name(name) for rel in rels)
+
+    def shown(rel: str) -> str:
+        name = rel.rsplit("/", 1)[-1]
+        return name if len(by_name[name]) == 1 else rel
 
     def mask(rel: str) -> np.ndarray:
         vol = read_dicom_series(masks_src, within=rel, label=True)
         check_same_geometry(image, vol, f"{masks_src}::{rel} vs the CT")
+        bad = _unexpected_values(vol.array, (0, 1, 255))
+        if bad:
+            shown_bad = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+            raise DataError(f"{masks_src}::{rel}: holds values {shown_bad}; expected a binary mask (0/255 or 0/1)")
         return vol.array > 0
 
     liver_mask = mask(liver[0])
     tumour = np.zeros_like(liver_mask)
-    for rel in tumours:
-        tumour |= mask(rel)
+    taken: list[str] = []
+    left_out: list[str] = []
+    for rel in candidates:
+        m = mask(rel)
+        n = int(np.count_nonzero(m))
+        inside = int(np.count_nonzero(m & liver_mask))
+        if n == 0:
+            left_out.append(f"{shown(rel)} [empty mask]")
+            continue
+        if inside >= TUMOUR_IN_LIVER_MIN * n:
+            taken.append(f"{shown(rel)} [{n} voxels, {_percent(inside, n)} inside the liver]")
+            tumour |= m
+        else:
+            left_out.append(f"{shown(rel)} [{n} voxels, {inside} ({_percent(inside, n)}) inside the liver, "
+                            f"below the {TUMOUR_IN_LIVER_MIN:.0%} a liver tumour needs]")
     # element-wise ufuncs keep the (Fortran) memory order of the DICOM arrays
     label = liver_mask.astype(np.uint8)
     np.copyto(label, np.uint8(2), where=tumour)
-    names = [r.rsplit("/", 1)[-1] for r in tumours]
-    notes.append(f"tumour masks: {', '.join(names) if names else 'none'}")
+    notes.append(f"liver tumour taken: {', '.join(taken) if taken else 'none'}")
+    if left_out:
+        notes.append(f"tumour-named structures left out: {', '.join(left_out)}")
+    cysts = sorted(shown(rel) for name, rels in by_name.items() if _cyst_name(name) for rel in rels)
+    if cysts:
+        notes.append(f"cysts, not tumours (stay liver): {', '.join(cysts)}")
     others = sorted(
-        n for n in by_name
-        if not _tumour_name(n) and n.lower() != "liver"
-        and (n.lower().startswith("liver") or re.search(r"tum", n, re.IGNORECASE))
+        shown(rel) for name, rels in by_name.items()
+        if name.lower() != "liver" and not _tumour_name(name) and not _cyst_name(name) for rel in rels
     )
     if others:
-        notes.append(f"liver/tumour-like structures not used: {', '.join(others)}")
+        notes.append(f"other structures not used: {', '.join(others)}")
     outside = int(np.count_nonzero(tumour > liver_mask))
     if outside:
-        notes.append(f"{outside} tumour voxels lie outside the liver mask")
+        notes.append(f"{outside} voxels of the taken tumour masks lie outside the liver mask (labelled tumour)")
     return label
 
 
@@ -462,7 +542,8 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
     See the module docstring for layouts and output.  ``mrc_spacing`` (mm, a
     number or 3 numbers) is used for MRC files whose header has no voxel
     size (default 1 mm); ``mrc_axcodes`` (e.g. ``"SLP"``) says where the MRC
-    array axes point (default RAS).  ``progress`` prints one line per case to stderr.
+    array axes point (default RAS).  ``progress`` prints one line per case to stderr,
+    then the case's notes (for IRCADb: the structures taken as liver tumour and those left out).
     """
     fmt_key = str(fmt).strip().lower()
     if fmt_key not in FORMATS:
@@ -515,4 +596,6 @@ def import_dataset(fmt: str, src, dst, progress: bool = True, *, mrc_spacing=Non
                 file=sys.stderr,
                 flush=True,
             )
+            for note in notes:
+                print(f"    {note}", file=sys.stderr, flush=True)
     return manifest
