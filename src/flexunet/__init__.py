@@ -32,6 +32,7 @@ _EXPORTS = {
     "infer_volumes": "flexunet.api",
     "evaluate_volumes": "flexunet.api",
     "run_demo": "flexunet.api",
+    "export_onnx": "flexunet.api",
     "Segmentation": "flexunet.infer.volume",
     "VolumePredictor": "flexunet.infer.volume",
     "Volumetry": "flexunet.metrics.volumetry",
@@ -46,8 +47,8 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import (evaluate, evaluate_volumes, infer, infer_volumes, load_config, read_volume, run_demo, segment,
-                      slice_cases, train, write_phantoms)
+    from .api import (evaluate, evaluate_volumes, export_onnx, infer, infer_volumes, load_config, read_volume,
+                      run_demo, segment, slice_cases, train, write_phantoms)
     from .config import Config
     from .errors import CheckpointError, ConfigError, DataError, FlexUNetError
     from .infer.volume import Segmentation, VolumePredictor

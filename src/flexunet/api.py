@@ -260,6 +260,31 @@ def evaluate_volumes(pred: str | os.PathLike | np.ndarray | Segmentation,
     return evaluate_volume_dirs(pred, truth, output_dir or pred)
 
 
+def export_onnx(config: ConfigLike, output: str | os.PathLike, weights: str | os.PathLike | None = None, *,
+                overrides: Overrides = ()) -> Path:
+    """Write the model as ONNX (``flexunet export``), its preprocessing contract in the metadata.
+
+    The file runs in onnxruntime (``[infer] runtime = "onnxruntime"`` with it as weights, or any
+    ONNX tool): input ``image`` (N, C, H, W) float32, output ``logits`` (N, K, H, W).
+
+    Args:
+        config: the config the model was trained with, loaded or a path.
+        output: the ``.onnx`` path (written atomically).
+        weights: one checkpoint (default: ``[infer] weights`` / ``model_dir/best.pt``).
+        overrides: applied when ``config`` is a path.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: onnx not installed, several checkpoints, a name not ending in .onnx.
+        CheckpointError: missing or mismatched weights.
+    """
+    from .infer.onnx import export_onnx as run
+
+    return run(as_config(config, overrides), weights, output)
+
+
 def run_demo(out_dir: str | os.PathLike = "demo_run", *, overrides: Overrides = (), minutes: float | None = None,
              cases: int = 10, quiet: bool = False) -> dict:
     """The whole volume pipeline on generated phantoms (``flexunet demo``): phantom -> slice -> train ->

@@ -139,6 +139,13 @@ def cmd_demo(args):
     return 0 if all(res["verdict"].values()) or not args.strict else EXIT_ABORTED
 
 
+def cmd_export(args):
+    from .api import export_onnx
+
+    out = export_onnx(_config(args), args.output, weights=args.weights)
+    print(f"wrote {out}")
+
+
 def cmd_config_doc(args):
     from .config import reference_markdown
 
@@ -240,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                     help="override a value of the demo config in every step, e.g. --set model.loss=dice_ce")
     sp.set_defaults(func=cmd_demo)
+
+    sp = with_config("export", cmd_export, "write the model as ONNX with its preprocessing contract in the metadata")
+    add_weights(sp)
+    sp.add_argument("--output", required=True, help="the .onnx file to write")
 
     sp = sub.add_parser("config-doc", help="print the config reference (markdown)")
     sp.set_defaults(func=cmd_config_doc)

@@ -143,6 +143,10 @@ class InferConfig:
                              "into neighbours of its own intensity (image smoothed in 3-D), after the filters; 0: off.")
     tumour_grow_beyond: int = _f(2, "tumour_grow may reach this many voxels outside the organ's outline "
                                     "(a lesion at the surface the model cut off); 0: inside the organ only.")
+    runtime: str = _f("eager", "How infer, evaluate and infer-volume run the model: eager (PyTorch), compile "
+                               "(torch.compile; slow first batch), onnxruntime (the model exported to ONNX in "
+                               "memory, or an .onnx file from `flexunet export` given as weights); see "
+                               "docs/results.md for their speed.", choices=("eager", "compile", "onnxruntime"))
 
 
 @dataclass(frozen=True)

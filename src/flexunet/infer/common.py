@@ -36,22 +36,60 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_predictor(cfg, weights: str | list[str] | None = None, device: str | None = None, precision: str | None = None):
-    """Model from the registry + weights (:func:`weight_paths`) -> :class:`Predictor` on ``device``
-    (default: ``[infer] device``).  Several checkpoints make an ensemble: their softmax is averaged."""
+def load_predictor(cfg, weights: str | list[str] | None = None, device: str | None = None,
+                   precision: str | None = None, runtime: str | None = None):
+    """Model from the registry + weights (:func:`weight_paths`) -> :class:`Predictor` on ``device``.
+
+    Several checkpoints make an ensemble: their softmax is averaged.  An ``.onnx`` weight (from
+    ``flexunet export``) runs in onnxruntime after its contract is checked against ``cfg``.
+
+    Args:
+        cfg: the config (``[model]`` builds the network; ``[infer]`` gives device and runtime).
+        weights: checkpoint path(s); default ``[infer] weights`` or ``model_dir/best.pt``.
+        device: default ``[infer] device``.
+        precision: default ``[train] precision``.
+        runtime: "eager", "compile" or "onnxruntime" (default ``[infer] runtime``).
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatched weights.  ConfigError: bad device, or
+            onnxruntime asked for a GPU or not installed.
+    """
+    from ..errors import ConfigError
     from ..models import create_model
     from ..models.checkpoint import load_weights_into
     from .predictor import Predictor, set_threads
 
     set_threads()
-    models = []
+    runtime = runtime or cfg.infer.runtime
+    device = resolve_device(device or cfg.infer.device)
+    size, channels = (cfg.model.image_height, cfg.model.image_width), cfg.model.image_channels
+    models, uses_onnx = [], False
     for path in weight_paths(cfg, weights):
+        if str(path).lower().endswith(".onnx"):
+            from .onnx import OnnxModule, check_contract
+
+            if not Path(path).is_file():
+                from ..errors import CheckpointError
+
+                raise CheckpointError(f"{path}: ONNX model not found; expected a file written by `flexunet export`")
+            check_contract(path, cfg)
+            models.append(OnnxModule(path))
+            uses_onnx = True
+            continue
         model = create_model(cfg.model)
         load_weights_into(model, path, cfg.model.model)
+        if runtime == "onnxruntime":
+            from .onnx import OnnxModule
+
+            model = OnnxModule.from_torch(model, size, channels)
+            uses_onnx = True
         models.append(model)
-    prec = precision or cfg.train.precision
-    return Predictor(models[0] if len(models) == 1 else models, device=resolve_device(device or cfg.infer.device),
-                     precision=prec, channels_last=cfg.train.channels_last)
+    if uses_onnx and device != "cpu":
+        raise ConfigError(f"[infer] device = {device!r} with an ONNX model: FlexUNet runs onnxruntime on the CPU; "
+                          "expected device = cpu (or auto on a machine without a GPU)")
+    prec = "32" if uses_onnx else (precision or cfg.train.precision)
+    return Predictor(models[0] if len(models) == 1 else models, device=device, precision=prec,
+                     channels_last=cfg.train.channels_last, compile=runtime == "compile")
 
 
 class NothingFoundWarning(UserWarning):

@@ -55,13 +55,15 @@ class Predictor:
         channels_last: use the channels_last memory format (faster convolutions on CPU and GPU).
         fold_bn: fold BatchNorm into the preceding convolutions (a copy of the model is folded;
             the caller's model keeps its BatchNorm layers, so it can still be trained).
+        compile: wrap each model in ``torch.compile`` (the first batch of each shape compiles).
     """
 
     def __init__(self, model: torch.nn.Module | Sequence[torch.nn.Module], device: str | torch.device = "cpu",
-                 precision: str = "auto", channels_last: bool = True, fold_bn: bool = True):
+                 precision: str = "auto", channels_last: bool = True, fold_bn: bool = True, compile: bool = False):
         self.device = torch.device(device)
         self.mode = resolve_precision(precision, self.device)
         self.channels_last = channels_last
+        self.compile = compile
         self.models = [self._ready(m, fold_bn) for m in (model if isinstance(model, (list, tuple)) else [model])]
         self.model = self.models[0]
 
@@ -71,7 +73,8 @@ class Predictor:
 
             model = fold_batchnorm(copy.deepcopy(model))
         model = model.eval().to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        return torch.compile(model) if self.compile else model
 
     def _prep(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
