@@ -279,3 +279,45 @@ def test_foreground_only_keeps_every_slice_of_test_patients(tmp_path):
     assert 0 < len(empty("train")) < 12 and not any(empty("train"))  # training keeps foreground only
     assert not any(empty("valid"))
     assert res["counts"]["test"] == 12
+
+
+# --------------------------------------------------------------------------- original keys FlexUNet does not act on
+
+
+def unused_warnings(record) -> list[str]:
+    from flexunet.config.loader import UnusedKeyWarning
+
+    return [str(w.message) for w in record if issubclass(w.category, UnusedKeyWarning)]
+
+
+def test_keys_accepted_but_not_used_are_named_once(tmp_path):
+    cfg = tmp_path / "train_eval_infer.config"
+    text = CONFIG_TEMPLATE.format(size=64, loss="dice_ce", epochs=1).replace(
+        'metrics        = ["dice_coef_multiclass"]', 'metrics        = ["dice_coef_multiclass", "accuracy"]')
+    cfg.write_text(text + "\n[tiledinfer]\nbitwise_blending = True\n")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        load_config(cfg, ["infer.sharpening=True"])
+        load_config(cfg, ["infer.sharpening=True"])  # the same again: no second warning
+    assert unused_warnings(record) == [
+        f"{cfg}: accepted, not used: [infer] sharpening = True (masks are written unsharpened); "
+        "[tiledinfer] bitwise_blending = True (tiles are blended with a Gaussian window; the whole-image mask is "
+        "not AND-ed in); [model] metrics accuracy (training reports loss and dice_coef_multiclass)"]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        load_config(cfg, ["train.metrics=['dice_coef_multiclass', 'val_dice_coef_multiclass', 'val_accuracy']",
+                          "model.metrics=['dice_coef_multiclass']"])
+    assert unused_warnings(record) == [
+        f"{cfg}: accepted, not used: [tiledinfer] bitwise_blending = True (tiles are blended with a Gaussian window; "
+        "the whole-image mask is not AND-ed in); [train] metrics val_accuracy (train_metrics.png plots "
+        "dice_coef_multiclass and val_dice_coef_multiclass)"]
+
+
+def test_seed_config_keys_are_all_honoured(tmp_path):
+    seed = Path(__file__).resolve().parents[2] / "shared" / "seed" / "train_eval_infer.config"
+    text = seed.read_text() if seed.exists() else CONFIG_TEMPLATE.format(size=64, loss="dice_ce", epochs=1)
+    (tmp_path / "seed.config").write_text(text)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        load_config(tmp_path / "seed.config")
+    assert unused_warnings(record) == []

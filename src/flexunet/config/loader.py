@@ -27,6 +27,47 @@ class ConfigWarning(UserWarning):
     """An unknown section or key (ignored)."""
 
 
+class UnusedKeyWarning(ConfigWarning):
+    """An original key that FlexUNet accepts but does not act on, set to a value that asks for something."""
+
+
+#: metric names FlexUNet computes for the original's ``metrics`` keys (any others are not used)
+_COMPUTED_METRICS = {
+    "model": (("dice_coef_multiclass",), "training reports loss and dice_coef_multiclass"),
+    "train": (("dice_coef_multiclass", "val_dice_coef_multiclass"),
+              "train_metrics.png plots dice_coef_multiclass and val_dice_coef_multiclass"),
+}
+#: unused-key warnings already given in this process (each is given once)
+_WARNED_UNUSED: set[str] = set()
+
+
+def unused_keys(raw: Mapping[str, Mapping[str, Any]], cfg: Config) -> list[str]:
+    """The original's keys in a config that FlexUNet accepts but does not act on.
+
+    Only values that ask for something FlexUNet does not do are listed: ``[infer] sharpening = True``,
+    ``[tiledinfer] bitwise_blending = True`` given in the file, and ``metrics`` names other than the
+    ones FlexUNet computes anyway.
+
+    Args:
+        raw: the parsed INI, ``{section: {key: value}}``.
+        cfg: the config built from it.
+
+    Returns:
+        One description per such key (empty when every key given is honoured).
+    """
+    out = []
+    if cfg.infer.sharpening:
+        out.append("[infer] sharpening = True (masks are written unsharpened)")
+    if raw.get("tiledinfer", {}).get("bitwise_blending") in (True, 1):
+        out.append("[tiledinfer] bitwise_blending = True (tiles are blended with a Gaussian window; the "
+                   "whole-image mask is not AND-ed in)")
+    for section, (computed, what) in _COMPUTED_METRICS.items():
+        names = [str(m) for m in getattr(cfg, section).metrics if m not in computed]
+        if names:
+            out.append(f"[{section}] metrics {', '.join(names)} ({what})")
+    return out
+
+
 _BARE = re.compile(r"^[A-Za-z0-9_.\-/\\:+~]+$")
 
 
@@ -179,7 +220,22 @@ def parse_ini(text: str, source: str = "<text>") -> dict[str, dict[str, Any]]:
 
 def config_from_dict(raw: Mapping[str, Mapping[str, Any]], base_dir: str | os.PathLike = ".",
                      source: str = "<dict>") -> Config:
-    """Build and validate a :class:`Config` from ``{section: {key: value}}`` (values already parsed)."""
+    """Build and validate a :class:`Config` from ``{section: {key: value}}`` (values already parsed).
+
+    Unknown sections and keys give a :class:`ConfigWarning`; the original's keys FlexUNet accepts but
+    does not act on (:func:`unused_keys`) give one :class:`UnusedKeyWarning` per config and process.
+
+    Args:
+        raw: ``{section: {key: value}}``.
+        base_dir: the folder relative paths are resolved against.
+        source: the config's name in messages.
+
+    Returns:
+        The frozen, validated config.
+
+    Raises:
+        ConfigError: a value has the wrong type, is out of range or contradicts another.
+    """
     base = Path(base_dir).resolve()
     sections: dict[str, Any] = {}
     for name in raw:
@@ -197,6 +253,11 @@ def config_from_dict(raw: Mapping[str, Mapping[str, Any]], base_dir: str | os.Pa
         sections["tiledinfer"] = dataclasses.replace(sections["tiledinfer"], enabled=True)
     cfg = Config(**sections, base_dir=str(base), source=source)
     validate(cfg)
+    unused = unused_keys(raw, cfg)
+    message = f"{source}: accepted, not used: {'; '.join(unused)}"
+    if unused and message not in _WARNED_UNUSED:
+        _WARNED_UNUSED.add(message)
+        warnings.warn(message, UnusedKeyWarning, stacklevel=2)
     return cfg
 
 

@@ -42,7 +42,9 @@ class ModelConfig:
     loss: str = _f("categorical_crossentropy",
                    "categorical_crossentropy, dice, dice_ce, dice_loss, bce_dice_loss, iou_loss, "
                    "jaccard_loss, focal, tversky.")
-    metrics: tuple = _f(("dice_coef_multiclass",), "Original's metric names (kept for compatibility).")
+    metrics: tuple = _f(("dice_coef_multiclass",), "Original's Keras metric names. Training always reports "
+                                                   "loss and dice_coef_multiclass; other names are accepted, not "
+                                                   "used (a warning says so).")
     show_summary: bool = _f(False, "Print the model summary at start.")
     pretrained: Optional[str] = _f(None, "Path of a local state-dict file to initialise the model with.")
 
@@ -60,7 +62,9 @@ class TrainConfig:
     epochs: int = _f(100, "Maximum epochs.")
     batch_size: int = _f(2, "Batch size.")
     patience: int = _f(10, "EarlyStopping patience on val_loss (0 disables).")
-    metrics: tuple = _f(("dice_coef_multiclass", "val_dice_coef_multiclass"), "Metrics plotted in train_metrics.png.")
+    metrics: tuple = _f(("dice_coef_multiclass", "val_dice_coef_multiclass"),
+                        "train_metrics.png always plots dice_coef_multiclass and val_dice_coef_multiclass; other "
+                        "names are accepted, not used (a warning says so).")
     model_dir: str = _f("./models/", "Folder of best.pt (weights only) and last.ckpt (resumable).")
     eval_dir: str = _f("./eval/", "Folder of the per-epoch CSVs and plots.")
     images_dir: str = _f("./dataset/train/images/", "Training images.")
@@ -129,7 +133,7 @@ class InferConfig:
                             "ensemble: best.pt and last.ckpt of one run, or several folds' best.pt); paths "
                             "relative to [train] model_dir unless absolute; empty: model_dir/best.pt. "
                             "--weights on the command line wins.")
-    sharpening: bool = _f(False, "Accepted for compatibility; ignored.")
+    sharpening: bool = _f(False, "Accepted, not used: masks are written unsharpened (True gives a warning).")
     fill_holes: bool = _f(True, "infer-volume postprocessing: fill the organ's holes slice by slice (they become "
                                 "liver); False keeps them (a vessel or gallbladder the liver surrounds).")
     min_tumour_mm3: float = _f(0.0, "infer-volume postprocessing: tumour components smaller than this (mm^3) "
@@ -156,7 +160,9 @@ class TiledInferConfig:
     images_dir: Optional[str] = _f(None, "Images for tiled inference (default: [infer] images_dir).")
     output_dir: Optional[str] = _f(None, "Output folder for tiled inference (default: [infer] output_dir).")
     merged_dir: Optional[str] = _f(None, "Overlay folder for tiled inference.")
-    bitwise_blending: bool = _f(True, "Accepted for compatibility; FlexUNet uses Gaussian blending.")
+    bitwise_blending: bool = _f(True, "Accepted, not used: tiles are blended with a Gaussian window and the "
+                                      "whole-image mask is not AND-ed in (True given in the file gives a "
+                                      "warning).")
 
 
 @dataclass(frozen=True)
