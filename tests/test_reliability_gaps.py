@@ -321,3 +321,87 @@ def test_seed_config_keys_are_all_honoured(tmp_path):
         warnings.simplefilter("always")
         load_config(tmp_path / "seed.config")
     assert unused_warnings(record) == []
+
+
+# --------------------------------------------------------------------------- precision = "auto"
+
+
+class FakeCpu:
+    """The CPU probes precision.py reads: oneDNN's bf16 check, AVX512-BF16, AMX, the machine and /proc/cpuinfo."""
+
+    def __init__(self, monkeypatch, onednn=True, avx512_bf16=False, amx=False, machine="x86_64", probes=True,
+                 cpuinfo_flags=None):
+        import builtins
+        import platform
+
+        import torch
+
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn, raising=False)
+        monkeypatch.setattr(platform, "machine", lambda: machine)
+        for name, value in (("_is_avx512_bf16_supported", avx512_bf16), ("_is_amx_tile_supported", amx)):
+            if probes:
+                monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+            else:
+                monkeypatch.delattr(torch.cpu, name, raising=False)
+        if cpuinfo_flags is not None:
+            real_open = builtins.open
+
+            def fake_open(path, *args, **kwargs):
+                if str(path) == "/proc/cpuinfo":
+                    import io
+
+                    return io.StringIO(f"processor\t: 0\nflags\t\t: {' '.join(cpuinfo_flags)}\n")
+                return real_open(path, *args, **kwargs)
+
+            monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.mark.parametrize("cpu,native", [
+    (dict(avx512_bf16=True), True),                      # Cooper Lake, Zen 4: AVX512-BF16
+    (dict(amx=True), True),                              # Sapphire Rapids: AMX-BF16
+    (dict(avx512_bf16=True, amx=True), True),
+    (dict(), False),                                     # Skylake-SP / Ice Lake: oneDNN says yes, but emulated
+    (dict(onednn=False, avx512_bf16=True, amx=True), False),  # a build without bf16 kernels
+    (dict(machine="aarch64"), True),                     # Arm: oneDNN's check is the BF16 extension itself
+    (dict(machine="aarch64", onednn=False), False),
+    (dict(probes=False, cpuinfo_flags=["sse4_2", "avx512f", "avx512_bf16"]), True),  # older torch: /proc/cpuinfo
+    (dict(probes=False, cpuinfo_flags=["avx2", "amx_bf16", "amx_tile"]), True),
+    (dict(probes=False, cpuinfo_flags=["avx2", "avx512f", "avx512bw"]), False),
+])
+def test_cpu_has_native_bf16(monkeypatch, cpu, native):
+    from flexunet.infer.precision import cpu_has_native_bf16
+
+    FakeCpu(monkeypatch, **cpu)
+    assert cpu_has_native_bf16() is native
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, native):
+    import torch
+
+    from flexunet.infer import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    assert precision.resolve_precision("auto", "cpu") == ("bf16" if native else "32")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision.trainer_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert precision.trainer_precision("auto", "auto") == ("bf16-mixed" if native else "32-true")
+    # a GPU: bf16 where CUDA has it, else fp16 for training and fp32 for inference
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
+    assert precision.resolve_precision("auto", "cuda") == ("bf16" if native else "32")
+    assert precision.trainer_precision("auto", "gpu") == ("bf16-mixed" if native else "16-mixed")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert precision.trainer_precision("auto", "auto") == ("bf16-mixed" if native else "16-mixed")
+
+
+def test_explicit_precision_is_kept(monkeypatch):
+    from flexunet.infer import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: pytest.fail("auto only"))
+    for value, infer_cpu, infer_cuda, train in (("32", "32", "32", "32-true"), ("32-true", "32", "32", "32-true"),
+                                                ("bf16", "bf16", "bf16", "bf16-mixed"),
+                                                ("bf16-mixed", "bf16", "bf16", "bf16-mixed"),
+                                                ("16-mixed", "32", "16", "16-mixed"), ("64", "32", "32", "64")):
+        assert precision.resolve_precision(value, "cpu") == infer_cpu, value
+        assert precision.resolve_precision(value, "cuda") == infer_cuda, value
+        assert precision.trainer_precision(value, "cpu") == train, value
