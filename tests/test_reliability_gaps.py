@@ -405,3 +405,35 @@ def test_explicit_precision_is_kept(monkeypatch):
         assert precision.resolve_precision(value, "cpu") == infer_cpu, value
         assert precision.resolve_precision(value, "cuda") == infer_cuda, value
         assert precision.trainer_precision(value, "cpu") == train, value
+
+
+# --------------------------------------------------------------------------- the break file and reducer_patience
+
+
+def test_break_file_stops_after_the_epoch_and_the_run_resumes(tiny_project, capsys):
+    cfg = tiny_project / "train_eval_infer.config"
+    fast = ["--set", "train.max_steps_per_epoch=1", "--set", "train.epoch_change_infer=False"]
+    stop = tiny_project / "break_training"
+    stop.write_text("")
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--set", "train.epochs=3", *fast]) == 0
+    out = capsys.readouterr().out
+    assert f"flexunet: {stop} found: stopping after epoch 1" in out
+    assert not stop.exists()  # removed, so the next run is not stopped
+    assert json.loads((tiny_project / "history.json").read_text())["epoch"] == [0]
+    assert main(["--quiet", "train", str(cfg), "--resume", "--set", "train.epochs=3", *fast]) == 0
+    assert json.loads((tiny_project / "history.json").read_text())["epoch"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("reducer_patience,factors", [(0, [1, 1, 0.5, 0.25, 0.125]), (2, [1, 1, 1, 1, 0.5])])
+def test_reducer_patience_sets_when_the_learning_rate_drops(tiny_project, reducer_patience, factors):
+    # a learning rate too small to move val_loss: every epoch after the first is a plateau epoch, so
+    # ReduceLROnPlateau lowers the rate after reducer_patience + 1 of them (at the end of that epoch)
+    lr = 1e-7  # ReduceLROnPlateau ignores drops smaller than its eps, 1e-8
+    rc = main(["--quiet", "train", str(tiny_project / "train_eval_infer.config"), "--set", "train.epochs=5",
+               "--set", "train.patience=0", "--set", f"model.learning_rate={lr}", "--set", "train.reducer_factor=0.5",
+               "--set", f"train.reducer_patience={reducer_patience}", "--set", "train.max_steps_per_epoch=1",
+               "--set", "train.epoch_change_infer=False"])
+    assert rc == 0
+    hist = json.loads((tiny_project / "history.json").read_text())
+    assert hist["lr"] == pytest.approx([lr * f for f in factors], rel=1e-6)
