@@ -208,3 +208,15 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     # the demo's own infer-volume output and the API agree voxel for voxel
     cli = np.asarray(nib.load(tmp_path / "toy_run" / "pred" / "phantom_006.nii.gz").dataobj)
     assert np.array_equal(seg.labels, cli)
+
+
+def test_the_inference_path_of_the_seed_model_imports_no_training_stack(project):
+    """infer-volume with the seed architecture loads neither MONAI, Lightning nor matplotlib (seconds of
+    imports); the zoo, which needs MONAI, is imported only for its own models."""
+    ct = write_case(project / "cases", "p0", seed=1) / "image.nii.gz"
+    code = ("import sys; from flexunet.cli import main; "
+            f"rc = main(['--quiet', 'infer-volume', {str(project / 'c.config')!r}, {str(ct)!r}, '--output', "
+            f"{str(project / 'out')!r}]); "
+            "print(rc, sorted(m for m in ('monai', 'lightning', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0 []"
