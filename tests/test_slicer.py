@@ -113,7 +113,7 @@ def test_on_the_fly_dataset_matches_png_slices(tmp_path):
     case = [c for c in list_cases(cfg.slice.cases_dir) if c.case_id == "p0"]
     ds = VolumeSliceDataset(case, cfg)
     x, y = ds[0]
-    k = ds.index[0][1]
+    k = ds.index[0][2]
     png = np.asarray(Image.open(tmp_path / "ds" / "train" / "images" / f"p0_{k:04d}.png"), np.float32) / 255
     assert np.allclose(x.numpy(), np.moveaxis(png, -1, 0), atol=1e-6)
     assert y.dtype.is_floating_point is False and int(y.max()) <= 2

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
-from .rules import LOSS_NAMES, context_enabled
+from .rules import LOSS_NAMES, PLANES, context_enabled
 from .schema import DEFAULT_RGB_MAP, PATH_KEYS, SECTIONS, Config
 
 
@@ -349,6 +349,9 @@ def validate(cfg: Config) -> None:
     _check(t.context_flip == 0 or context_enabled(m.image_channels, cfg.slice.context_slices),
            f"{src}: [train] context_flip = {t.context_flip}: expected 0 without 2.5D context "
            f"(image_channels = 3 and [slice] context_slices not False)")
+    planes = [str(p).strip().lower() for p in cfg.slice.planes]
+    _check(bool(planes) and all(p in PLANES for p in planes),
+           f"{src}: [slice] planes = {cfg.slice.planes!r}: expected axial, coronal, sagittal or a list of them")
     _check(not cfg.infer.tta_context_flip or context_enabled(m.image_channels, cfg.slice.context_slices),
            f"{src}: [infer] tta_context_flip = True: expected False without 2.5D context "
            f"(image_channels = 3 and [slice] context_slices not False)")

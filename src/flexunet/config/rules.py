@@ -39,3 +39,7 @@ def context_enabled(image_channels: int, context_slices: bool | None) -> bool:
         True when the channels of slice ``k`` are slices ``k-1, k, k+1``.
     """
     return (image_channels == 3) if context_slices is None else bool(context_slices)
+
+
+#: ``[slice] planes`` values
+PLANES = ("axial", "coronal", "sagittal")

@@ -186,6 +186,10 @@ class SliceConfig:
     output_dir: str = _f("./dataset", "Where train/valid/test x images/masks are written.")
     hu_window: tuple = _f((-100, 250), "HU window mapped to 0..255.")
     context_slices: Optional[bool] = _f(None, "2.5D (z-1,z,z+1) channels; default: image_channels == 3.")
+    planes: tuple = _f(("axial",), "Slicing planes: axial, coronal, sagittal, or a list of them. `slice` cuts every "
+                                   "plane (2.5D context along its normal; PNGs named <case>_<plane>_<k> unless only "
+                                   "axial), and `infer-volume` segments the volume in each plane and averages the "
+                                   "probabilities in 3-D (tri-planar fusion).")
     foreground_only: bool = _f(True, "Train and valid patients: keep slices with foreground plus "
                                      "background_fraction of the others. Test patients keep every slice, so "
                                      "`evaluate` scores their empty slices too.")

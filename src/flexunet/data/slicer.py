@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config.rules import context_enabled
 from ..errors import DataError
+from .planes import normalize_planes, slice_name, to_plane
 
 
 def hu_to_uint8(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -210,25 +211,31 @@ def slice_cases(cfg, quiet: bool = False) -> dict:
     counts: dict[str, int] = {"train": 0, "valid": 0, "test": 0}
     rows = []
     rng = np.random.default_rng(cfg.slice.seed)
+    planes = normalize_planes(cfg.slice.planes)
     for case in tqdm([c for c in cases if c.case_id in split], desc="slice", disable=quiet, leave=False):
         sp = split[case.case_id]
-        vol_u8, lab = load_case_canonical(case, cfg)
+        vol_can, lab_can = load_case_canonical(case, cfg)
         idir, mdir = out / sp / "images", out / sp / "masks"
         idir.mkdir(parents=True, exist_ok=True)
         mdir.mkdir(parents=True, exist_ok=True)
-        ks = choose_slices(lab, cfg, rng)
-        if sp == "test":
-            # `evaluate` scores a test patient's every slice, the empty ones included; the slices are
-            # still drawn above so the train and valid picks do not depend on who is in the test split
-            ks = list(range(vol_u8.shape[2]))
-        for k in ks:
-            img, mask = slice_sample(vol_u8, lab, k, cfg)
-            name = f"{case.case_id}_{k:04d}.png"
-            pil = Image.fromarray(img[0]) if img.shape[0] == 1 else Image.fromarray(np.moveaxis(img, 0, -1))
-            save_png_atomic(pil, idir / name)
-            save_png_atomic(Image.fromarray(colors[mask]), mdir / name)
-        counts[sp] += len(ks)
-        rows.append((case.case_id, sp, len(ks), str(case.image)))
+        n_case = 0
+        for plane in planes:
+            vol_u8 = to_plane(vol_can, plane)
+            lab = None if lab_can is None else to_plane(lab_can, plane)
+            ks = choose_slices(lab, cfg, rng)
+            if sp == "test":
+                # `evaluate` scores a test patient's every slice, the empty ones included; the slices are
+                # still drawn above so the train and valid picks do not depend on who is in the test split
+                ks = list(range(vol_u8.shape[2]))
+            for k in ks:
+                img, mask = slice_sample(vol_u8, lab, k, cfg)
+                name = slice_name(case.case_id, plane, k, planes)
+                pil = Image.fromarray(img[0]) if img.shape[0] == 1 else Image.fromarray(np.moveaxis(img, 0, -1))
+                save_png_atomic(pil, idir / name)
+                save_png_atomic(Image.fromarray(colors[mask]), mdir / name)
+            n_case += len(ks)
+        counts[sp] += n_case
+        rows.append((case.case_id, sp, n_case, str(case.image)))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["case_id", "split", "slices", "image"])

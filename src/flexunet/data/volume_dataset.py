@@ -2,7 +2,7 @@
 
 Uses exactly the slicing of :mod:`flexunet.data.slicer` (canonical orientation,
 HU window to uint8, 2.5D channels, resize) so a model trained this way is
-interchangeable with one trained on ``flexunet slice`` output.  Each volume is
+interchangeable with one trained on ``flexunet slice`` output, in every ``[slice] planes`` plane.  Each volume is
 held once as windowed uint8 (a 512x512x200 CT is 52 MB).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .images import normalize_image
+from .planes import normalize_planes, to_plane
 from .slicer import choose_slices, list_cases, load_case_canonical, slice_sample, split_cases
 
 
@@ -25,23 +26,25 @@ class VolumeSliceDataset(Dataset):
         self.crop = crop  # training patches (data/patches.py), after augmentation
         self.seed = seed
         self.volumes = []
-        self.index: list[tuple[int, int]] = []
+        self.index: list[tuple[int, str, int]] = []
         rng = np.random.default_rng(cfg.slice.seed)
+        planes = normalize_planes(cfg.slice.planes)
         for case in cases:
             vol, lab = load_case_canonical(case, cfg)
             if lab is None:
                 raise DataError(f"{case.image}: no label.nii.gz beside it; expected labelled cases for training")
             vi = len(self.volumes)
             self.volumes.append((vol, lab))
-            self.index += [(vi, k) for k in choose_slices(lab, cfg, rng)]
+            for plane in planes:
+                self.index += [(vi, plane, k) for k in choose_slices(to_plane(lab, plane), cfg, rng)]
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int):
-        vi, k = self.index[i]
+        vi, plane, k = self.index[i]
         vol, lab = self.volumes[vi]
-        img_u8, mask = slice_sample(vol, lab, k, self.cfg)
+        img_u8, mask = slice_sample(to_plane(vol, plane), to_plane(lab, plane), k, self.cfg)
         img = img_u8.astype(np.float32) / 255.0
         mask = mask.astype(np.int64)
         if self.augment is not None or self.crop is not None:
