@@ -255,7 +255,7 @@ def evaluate_volumes(pred: str | os.PathLike | np.ndarray | Segmentation,
         if spacing is None:
             raise DataError("evaluate_volumes on arrays: spacing= is required; expected the voxel size in mm")
         return case_metrics(p, g, tuple(float(s) for s in spacing), LITS_CLASSES)
-    from .metrics.volume import evaluate_volume_dirs
+    from .metrics.volume_eval import evaluate_volume_dirs
 
     return evaluate_volume_dirs(pred, truth, output_dir or pred)
 

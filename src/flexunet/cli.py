@@ -105,7 +105,7 @@ def cmd_infer_volume(args):
 
 def cmd_evaluate_volume(args):
     from .api import evaluate_volumes
-    from .metrics.volume import format_table
+    from .metrics.volume_eval import format_table
 
     out = args.output or args.pred_dir
     res = evaluate_volumes(args.pred_dir, args.gt_dir, output_dir=out)

@@ -68,7 +68,7 @@ def run_demo(out_dir: str = "demo_run", minutes: float | None = None, cases: int
 
     from . import api
     from .io.atomic import atomic_copy, atomic_save_text
-    from .metrics.volume import format_table
+    from .metrics.volume_eval import format_table
 
     overrides = split_overrides(cases) + list(overrides)  # the caller's own --set values win
     out = Path(out_dir).resolve()

@@ -73,17 +73,6 @@ _METRIC_KEYS = ("dice", "iou", "voe", "rvd", "assd_mm", "hd95_mm", "hd_mm")
 
 # the command half (folders, CSV/JSON, table) lives in flexunet.metrics.volume_eval; these names stay
 # importable from here for existing callers
-_MOVED_TO_VOLUME_EVAL = ("CSV_COLUMNS", "evaluate_volume_dirs", "format_table")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_VOLUME_EVAL:
-        from flexunet.metrics import volume_eval
-
-        return getattr(volume_eval, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --------------------------------------------------------------------------- helpers
 
 
