@@ -34,7 +34,9 @@ def make(root: Path) -> str:
                  "dropout_rate   = 0.0": "dropout_rate   = 0.2",
                  "generator     = False": "generator     = True",
                  "reducer_patience   = 2": "reducer_patience   = 0",
-                 "patience      = 10": "patience      = 3"}.items():
+                 "patience      = 10": "patience      = 3",
+                 # a step size at which the validation loss stalls within the run, so the plateau reducer acts
+                 "learning_rate  = 0.005": "learning_rate  = 0.01"}.items():
         assert a in text, a
         text = text.replace(a, b)
     text += "\n[augmentor]\nrotation = True\nhflip = True\ngaussian_noise = True\nprobability = 0.7\n"
