@@ -226,9 +226,9 @@ def test_dicom_two_series_mixed(series13, tmp_path):
     other = dicom_slices(stored[:, :, :4], aff, series_uid="1.2.3.4.5")
     write_series(tmp_path / "ct", blobs)
     write_series(tmp_path / "ct", other, names=[f"other_{i}" for i in range(4)])
-    with pytest.raises(DataError, match=r"holds 2 DICOM series .*1\.2\.3\.4\.5: 4 files.*expected one series") as ei:
+    with pytest.raises(DataError, match=r"holds 2 DICOM series .*1\.2\.3\.4\.5: 4 slices.*expected one series") as ei:
         read_dicom_series(tmp_path / "ct")
-    assert str(tmp_path / "ct") in str(ei.value) and "13 files" in str(ei.value)
+    assert str(tmp_path / "ct") in str(ei.value) and "13 slices" in str(ei.value)
     # a chosen series can still be read
     vol = read_dicom_series(tmp_path / "ct", series_uid="1.2.3.4.5")
     assert vol.shape == (10, 9, 4)

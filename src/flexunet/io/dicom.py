@@ -228,7 +228,32 @@ def _pixels(item: _DicomItem) -> np.ndarray:
 
 
 def _uid_summary(groups: dict[str, list]) -> str:
-    return ", ".join(f"{uid or '<no SeriesInstanceUID>'}: {len(v)} files" for uid, v in groups.items())
+    """Each series as ``UID ('description', series N): K slices``, to choose one by its UID."""
+    parts = []
+    for uid, items in groups.items():
+        ds = items[0].ds
+        desc = str(ds.get("SeriesDescription", "") or "").strip()
+        number = ds.get("SeriesNumber")
+        about = ", ".join(x for x in (repr(desc) if desc else "", f"series {number}" if number not in (None, "") else "")
+                          if x)
+        parts.append(f"{uid or '<no SeriesInstanceUID>'}{f' ({about})' if about else ''}: {len(items)} slices")
+    return "; ".join(parts)
+
+
+def _declared_slices(slices: list[_DicomItem]) -> tuple[int, str] | None:
+    """The slice count the series declares, when every slice declares the same one:
+    ImagesInAcquisition (0020,1002) for a single acquisition, else NumberOfSlices (0054,0081)."""
+    for tag in ("ImagesInAcquisition", "NumberOfSlices"):
+        values = {str(it.ds.get(tag, "") or "") for it in slices}
+        if len(values) != 1 or "" in values:
+            continue
+        if tag == "ImagesInAcquisition" and len({str(it.ds.get("AcquisitionNumber", "")) for it in slices}) != 1:
+            continue
+        try:
+            return int(float(values.pop())), tag
+        except ValueError:
+            continue
+    return None
 
 
 def read_dicom_series(
@@ -275,7 +300,8 @@ def read_dicom_series(
         slices = groups[series_uid]
     else:
         if len(groups) > 1:
-            raise DataError(f"{where}: holds {len(groups)} DICOM series ({_uid_summary(groups)}); expected one series")
+            raise DataError(f"{where}: holds {len(groups)} DICOM series ({_uid_summary(groups)}); expected one "
+                            "series: choose one with --series UID (Python: series_uid=...)")
         slices = next(iter(groups.values()))
     return _slices_to_volume(slices, where, label)
 
@@ -322,6 +348,10 @@ def _slices_to_volume(slices: list[_DicomItem], where: str, label: bool) -> Volu
     order = np.argsort(dist, kind="stable")
     dist_sorted = dist[order]
     n_slices = len(slices)
+    declared = None if label else _declared_slices(slices)
+    if declared is not None and declared[0] > n_slices:
+        raise DataError(f"{where}: holds {n_slices} slices but the series declares {declared[0]} ({declared[1]}); "
+                        "expected the whole series: a slice is missing (a first or last one leaves no gap to see)")
     if n_slices > 1:
         diffs = np.diff(dist_sorted)
         dup = np.nonzero(diffs < 1e-3)[0]

@@ -16,7 +16,7 @@ from flexunet.errors import DataError
 from flexunet.io.atomic import atomic_temp_path
 from flexunet.io.orientation import Volume, as_label_array, short_error
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["GeometryWarning", "read_nifti", "write_nifti"]
 
 
 def _squeeze_to_3d(arr: np.ndarray, source: str) -> np.ndarray:
@@ -25,6 +25,67 @@ def _squeeze_to_3d(arr: np.ndarray, source: str) -> np.ndarray:
     if arr.ndim != 3:
         raise DataError(f"{source}: array has shape {tuple(arr.shape)}; expected a 3-D volume")
     return arr
+
+
+class GeometryWarning(UserWarning):
+    """A volume's orientation or voxel size was assumed, not read."""
+
+
+def _raw_header(p: Path, header_class):
+    """The header as stored in the file, without nibabel's repairs."""
+    import gzip
+
+    with (gzip.open if p.name.lower().endswith(".gz") else open)(p, "rb") as fh:
+        return header_class.from_fileobj(fh, check=False)
+
+
+def _check_claimed_size(p: Path, header, label: bool) -> None:
+    """Refuse a header whose voxel data cannot be in the file or in memory, before anything is allocated.
+
+    Raises:
+        DataError: with the claimed shape and size, and what the file or the memory holds.
+    """
+    shape = tuple(int(v) for v in header.get_data_shape())
+    dtype = header.get_data_dtype()
+    n = 1
+    for v in shape:
+        n *= v
+    claimed = n * dtype.itemsize
+    if not p.name.lower().endswith(".gz"):
+        offset = int(float(header["vox_offset"])) or len(header.binaryblock) + 4
+        held = max(0, p.stat().st_size - offset)
+        if claimed > held:
+            raise DataError(f"{p}: header claims {'x'.join(map(str, shape))} {dtype} voxels ({claimed:,} bytes) but "
+                            f"the file holds {held:,} bytes of data; expected a complete NIfTI file")
+        return
+    import psutil
+
+    needed = claimed + (0 if label else n * 4)  # the stored values, then their float32 copy
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise DataError(f"{p}: header claims {'x'.join(map(str, shape))} {dtype} voxels, {needed / 2**30:.1f} GiB to "
+                        f"read, but {available / 2**30:.1f} GiB of memory is available; expected a volume that fits")
+
+
+def _check_geometry_codes(p: Path, img, hdr) -> None:
+    """A NIfTI with neither qform nor sform: refuse it without a valid voxel size, else warn once which
+    orientation is assumed.
+
+    Raises:
+        DataError: pixdim[1:4] zero, negative or not finite.
+    """
+    import warnings
+
+    if int(hdr["qform_code"]) or int(hdr["sform_code"]):
+        return
+    pix = [round(float(v), 6) for v in hdr["pixdim"][1:4]]
+    if not all(np.isfinite(pix)) or any(v <= 0 for v in pix):
+        raise DataError(f"{p}: has no geometry: qform_code and sform_code are 0 and pixdim[1:4] = {pix}; expected "
+                        "a qform or sform, or positive voxel sizes in pixdim")
+    codes = "".join(nib.aff2axcodes(img.affine))
+    warnings.warn(f"{p}: qform_code and sform_code are 0: orientation assumed {codes} (NIfTI's default for "
+                  f"such files), voxel size {tuple(pix)} mm from pixdim; check the labels' orientation",
+                  GeometryWarning, stacklevel=3)
 
 
 def read_nifti(path: str | os.PathLike, *, label: bool = False) -> Volume:
@@ -43,6 +104,9 @@ def read_nifti(path: str | os.PathLike, *, label: bool = False) -> Volume:
         raise DataError(f"{p}: cannot read as NIfTI ({short_error(exc)}); expected a valid .nii/.nii.gz file") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{p}: is a {type(img).__name__}; expected a NIfTI-1/2 image")
+    raw_header = _raw_header(p, type(img.header))  # nibabel's own header has zero pixdims already set to 1
+    _check_claimed_size(p, raw_header, label)
+    _check_geometry_codes(p, img, raw_header)
     try:
         raw = np.asanyarray(img.dataobj)
     except Exception as exc:

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 
-def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None) -> Volume:
+def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None, series_uid: str | None = None) -> Volume:
     """Read a volume, choosing the reader from the path.
 
     * ``.nii`` / ``.nii.gz`` -> :func:`read_nifti`
@@ -77,19 +77,26 @@ def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None) -
     * ``.dcm`` file (or any file with a DICOM preamble) -> the series it
       belongs to, read from the files directly in its folder
     Anything else raises DataError.  Images with NaN/Inf voxels raise DataError.
+    ``series_uid`` picks one SeriesInstanceUID of a DICOM folder or zip holding several.
     """
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: not found; expected a .nii/.nii.gz/.mrc file, a .zip or a folder of DICOM files")
     name = p.name.lower()
+    is_dicom = p.is_dir() or name.endswith(".zip") or name.endswith(".dcm") or (
+        p.is_file() and not name.endswith((".nii", ".nii.gz", ".mrc", ".map", ".mrc.gz", ".mrcs"))
+        and looks_like_dicom_file(p))
+    if series_uid is not None and not is_dicom:
+        raise DataError(f"{p}: a series UID ({series_uid}) was given for a file that is not DICOM; expected a DICOM "
+                        "folder, .zip or file")
     if p.is_dir():
-        vol = read_dicom_series(p, label=label)
+        vol = read_dicom_series(p, label=label, series_uid=series_uid)
     elif name.endswith(".nii") or name.endswith(".nii.gz"):
         vol = read_nifti(p, label=label)
     elif name.endswith((".mrc", ".map", ".mrc.gz", ".mrcs")):
         vol = read_mrc(p, spacing=spacing, label=label)
     elif name.endswith(".zip"):
-        vol = read_dicom_series(p, label=label)
+        vol = read_dicom_series(p, label=label, series_uid=series_uid)
     elif name.endswith(".dcm") or looks_like_dicom_file(p):
         import pydicom
 
@@ -97,7 +104,7 @@ def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None) -
             ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=name.endswith(".dcm"))
         except Exception as exc:
             raise DataError(f"{p}: cannot read as DICOM ({short_error(exc)}); expected a DICOM file") from None
-        uid = ds.get("SeriesInstanceUID")
+        uid = series_uid or ds.get("SeriesInstanceUID")
         if not uid:
             raise DataError(f"{p}: lacks DICOM tag SeriesInstanceUID (0020,000E); expected it to find the series")
         vol = read_dicom_series(p.parent, label=label, series_uid=str(uid), recursive=False)
