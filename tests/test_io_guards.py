@@ -101,3 +101,25 @@ def test_a_missing_end_slice_is_found_from_the_declared_count(tmp_path):
         read_volume(folder)
     _retag(folder, ImagesInAcquisition=5)
     assert read_volume(folder).shape == (24, 20, 5)
+
+
+def test_create_backup_copies_model_dir_atomically_without_the_lock(tiny_project):
+    """[train] create_backup: the backup folder appears whole (copied beside it under a hidden name, then
+    renamed), and leaves out this run's lock file."""
+    cfg = tiny_project / "train_eval_infer.config"
+    assert main(["--quiet", "train", str(cfg), "--set", "train.epochs=1"]) == 0
+    assert main(["--quiet", "train", str(cfg), "--set", "train.epochs=1", "--set", "train.create_backup=True"]) == 0
+    backups = [p for p in tiny_project.iterdir() if "_backup_" in p.name]
+    assert len(backups) == 1 and (backups[0] / "best.pt").is_file()
+    assert not (backups[0] / "flexunet-train.lock").exists()
+    assert not [p for p in tiny_project.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+def test_demo_copies_its_ground_truth_atomically():
+    import ast
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "src" / "flexunet" / "demo.py").read_text()
+    calls = {n.func.attr for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.value.__class__ is ast.Name}
+    assert "copy" not in calls and "copytree" not in calls

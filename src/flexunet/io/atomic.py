@@ -16,11 +16,12 @@ folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from flexunet.errors import DataError
 from flexunet.io.trace import note_write
@@ -31,6 +32,8 @@ __all__ = [
     "atomic_save_bytes",
     "atomic_save_text",
     "atomic_save_figure",
+    "atomic_copy",
+    "atomic_copytree",
     "save_output_text",
     "safe_child",
 ]
@@ -184,6 +187,38 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     with atomic_temp_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return Path(dst)
+
+
+def atomic_copytree(src: str | os.PathLike, dst: str | os.PathLike, ignore: Iterable[str] = ()) -> Path:
+    """Copy the folder ``src`` to the new folder ``dst``: into a hidden temporary folder beside ``dst``,
+    then renamed, so ``dst`` appears complete or not at all.
+
+    Args:
+        src: the folder to copy.
+        dst: the copy; must not exist.
+        ignore: file names (glob patterns) left out.
+
+    Returns:
+        ``Path(dst)``.
+
+    Raises:
+        FileExistsError: ``dst`` exists.
+    """
+    import shutil
+    import tempfile
+
+    target = Path(dst)
+    if target.exists():
+        raise FileExistsError(errno.EEXIST, "folder exists", str(target))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*ignore) if ignore else None, dirs_exist_ok=True)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+    return target
 
 
 def atomic_save_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
 
 from ..errors import DataError, FlexUNetError, TrainingAborted, unwrap_worker_error
+from ..io.atomic import atomic_copytree
 
 
 def _quiet_lightning() -> None:
@@ -116,7 +116,7 @@ def _train_unlocked(cfg, resume: bool = False, quiet: bool = False) -> dict:
                         "`flexunet train` with the same [train] model_dir")
     if t.create_backup and not resume and any(Path(t.model_dir).iterdir()):
         backup = Path(str(Path(t.model_dir)).rstrip("/") + time.strftime("_backup_%Y%m%d_%H%M%S"))
-        shutil.copytree(t.model_dir, backup)
+        atomic_copytree(t.model_dir, backup, ignore=(LOCK_NAME,))  # the lock is this run's, not the backup's
 
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_ds, valid_ds = build_datasets(cfg)
