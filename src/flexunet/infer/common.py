@@ -111,6 +111,6 @@ def warn_if_nothing_found(what: str, cfg) -> None:
     context = "2.5D context (slices k-1, k, k+1)" if m.image_channels == 3 and context_enabled(
         m.image_channels, cfg.slice.context_slices) else f"{m.image_channels} channel(s) without context"
     warnings.warn(f"{what}: the model found nothing. Likely causes: images in another plane than the model was "
-                  f"trained on (volumes are cut axially), another intensity window (hu_window {tuple(cfg.slice.hu_window)}), "
+                  f"trained on (this config cuts volumes {'/'.join(cfg.slice.planes)}), another intensity window (hu_window {tuple(cfg.slice.hu_window)}), "
                   f"another channel layout ({context}) or image size ({m.image_width}x{m.image_height}); compare them "
                   f"with the config the model was trained with", NothingFoundWarning, stacklevel=2)

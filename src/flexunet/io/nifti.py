@@ -31,12 +31,21 @@ class GeometryWarning(UserWarning):
     """A volume's orientation or voxel size was assumed, not read."""
 
 
-def _raw_header(p: Path, header_class):
-    """The header as stored in the file, without nibabel's repairs."""
+def _raw_header(p: Path):
+    """The header as stored in the file, without nibabel's repairs; None when it is not a readable
+    NIfTI-1/2 header (then nibabel's own reading reports the problem)."""
     import gzip
 
-    with (gzip.open if p.name.lower().endswith(".gz") else open)(p, "rb") as fh:
-        return header_class.from_fileobj(fh, check=False)
+    try:
+        with (gzip.open if p.name.lower().endswith(".gz") else open)(p, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(0)
+            for cls in (nib.Nifti1Header, nib.Nifti2Header):
+                if int.from_bytes(head, "little") == cls.sizeof_hdr or int.from_bytes(head, "big") == cls.sizeof_hdr:
+                    return cls.from_fileobj(fh, check=False)
+    except (OSError, EOFError, ValueError):
+        return None
+    return None
 
 
 def _check_claimed_size(p: Path, header, label: bool) -> None:
@@ -67,7 +76,7 @@ def _check_claimed_size(p: Path, header, label: bool) -> None:
                         f"read, but {available / 2**30:.1f} GiB of memory is available; expected a volume that fits")
 
 
-def _check_geometry_codes(p: Path, img, hdr) -> None:
+def _check_geometry_codes(p: Path, hdr) -> None:
     """A NIfTI with neither qform nor sform: refuse it without a valid voxel size, else warn once which
     orientation is assumed.
 
@@ -82,7 +91,7 @@ def _check_geometry_codes(p: Path, img, hdr) -> None:
     if not all(np.isfinite(pix)) or any(v <= 0 for v in pix):
         raise DataError(f"{p}: has no geometry: qform_code and sform_code are 0 and pixdim[1:4] = {pix}; expected "
                         "a qform or sform, or positive voxel sizes in pixdim")
-    codes = "".join(nib.aff2axcodes(img.affine))
+    codes = "".join(nib.aff2axcodes(hdr.get_best_affine()))
     warnings.warn(f"{p}: qform_code and sform_code are 0: orientation assumed {codes} (NIfTI's default for "
                   f"such files), voxel size {tuple(pix)} mm from pixdim; check the labels' orientation",
                   GeometryWarning, stacklevel=3)
@@ -96,6 +105,10 @@ def read_nifti(path: str | os.PathLike, *, label: bool = False) -> Volume:
     in ``Volume.header``.  Trailing singleton dimensions are dropped.
     """
     p = Path(path)
+    raw_header = _raw_header(p)  # as stored: nibabel's own header has zero pixdims set to 1 already
+    if raw_header is not None:
+        _check_claimed_size(p, raw_header, label)
+        _check_geometry_codes(p, raw_header)
     try:
         img = nib.load(str(p))
     except FileNotFoundError:
@@ -104,9 +117,7 @@ def read_nifti(path: str | os.PathLike, *, label: bool = False) -> Volume:
         raise DataError(f"{p}: cannot read as NIfTI ({short_error(exc)}); expected a valid .nii/.nii.gz file") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{p}: is a {type(img).__name__}; expected a NIfTI-1/2 image")
-    raw_header = _raw_header(p, type(img.header))  # nibabel's own header has zero pixdims already set to 1
-    _check_claimed_size(p, raw_header, label)
-    _check_geometry_codes(p, img, raw_header)
+
     try:
         raw = np.asanyarray(img.dataobj)
     except Exception as exc:
