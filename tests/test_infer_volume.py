@@ -318,3 +318,22 @@ def test_infer_volume_fill_holes_follows_the_config(project):
         infer_volumes(cfg, [str(project / "ct.nii.gz")], str(project / "pred"), predictor=_StubPredictor(lab), quiet=True)
         got[fill] = np.asarray(nib.load(project / "pred" / "ct.nii.gz").dataobj)
     assert (got[True][24:27, 14:17, 2] == 1).all() and (got[False][24:27, 14:17, 2] == 0).all()
+
+
+def test_postprocessing_of_a_volume_does_not_depend_on_the_empty_space_around_it():
+    """Postprocessing works inside the organ's and the tumours' bounding boxes: the same labels padded with
+    background (or moved against the volume's edge) give the same result, padded."""
+    from flexunet.infer.postprocess import grow_tumours, postprocess_liver_tumour
+
+    rng = np.random.default_rng(0)
+    lab = _liver_with_tumours()
+    img = rng.integers(0, 255, lab.shape).astype(np.uint8)
+    img[lab == 2] //= 3
+    for kw in (dict(), dict(min_tumour_voxels=2, tumour_liver_contact=0.5), dict(fill_holes=False)):
+        small = grow_tumours(postprocess_liver_tumour(lab, **kw), img, (1.0, 1.0, 2.0), 2, beyond=2)
+        for pad in ((0, 9), (9, 0), (3, 4)):
+            big_lab = np.pad(lab, [pad, pad, (pad[0] // 3, pad[1] // 3)])
+            big_img = np.pad(img, [pad, pad, (pad[0] // 3, pad[1] // 3)], mode="reflect")
+            big = grow_tumours(postprocess_liver_tumour(big_lab, **kw), big_img, (1.0, 1.0, 2.0), 2, beyond=2)
+            inner = big[pad[0]:pad[0] + 40, pad[0]:pad[0] + 40, pad[0] // 3:pad[0] // 3 + 6]
+            assert np.array_equal(inner, small) and np.count_nonzero(big) == np.count_nonzero(small), (kw, pad)

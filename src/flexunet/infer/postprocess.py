@@ -6,16 +6,24 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..metrics.volumetry import bounding_box
+
 _CONN26 = np.ones((3, 3, 3), bool)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask, structure=_CONN26)
+    """The largest 26-connected component of a boolean volume (labelled inside its bounding box only)."""
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    lab, n = ndimage.label(mask[box], structure=_CONN26)
     if n <= 1:
         return mask
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    return lab == sizes.argmax()
+    out = np.zeros_like(mask, dtype=bool)
+    out[box] = lab == sizes.argmax()
+    return out
 
 
 def filter_tumours(labels: np.ndarray, min_voxels: int = 0, liver_contact: float = 0.0, liver: int = 1,
@@ -28,8 +36,20 @@ def filter_tumours(labels: np.ndarray, min_voxels: int = 0, liver_contact: float
       liver; a lesion of the liver, even one at its surface, is mostly surrounded by liver).
 
     Returns ``labels`` itself when neither filter is on or there is no tumour."""
-    if (min_voxels <= 0 and liver_contact <= 0) or not (labels == tumour).any():
+    if min_voxels <= 0 and liver_contact <= 0:
         return labels
+    box = bounding_box(labels == tumour)
+    if box is None:
+        return labels
+    # inside the tumours' bounding box widened by one voxel (the in-plane ring below reaches one further)
+    crop = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)
+    out = labels.copy()
+    out[crop] = _filter_tumours_in(labels[crop], min_voxels, liver_contact, liver, tumour)
+    return out
+
+
+def _filter_tumours_in(labels, min_voxels, liver_contact, liver, tumour):
+    """:func:`filter_tumours` on a crop holding every tumour and its one-voxel ring."""
     comp, n = ndimage.label(labels == tumour, structure=_CONN26)
     out = labels.copy()
     ring = np.ones((3, 3, 1), bool)  # in-plane: neighbours in the slice the lesion is seen in
@@ -53,17 +73,23 @@ def postprocess_liver_tumour(labels: np.ndarray, liver: int = 1, tumour: int = 2
     ``fill_holes``, fill its holes slice-wise (holes filled inside the organ become liver; a vessel
     or gallbladder the organ surrounds in a slice is such a hole too).  Then, when asked,
     :func:`filter_tumours`."""
-    organ = labels >= liver
-    if not organ.any():
+    box = bounding_box(labels >= liver)
+    if box is None:
         return labels
-    organ = largest_component(organ)
+    # everything below happens inside the organ's bounding box (a liver fills a tenth of a CT's box),
+    # widened by the one voxel the tumour filters' in-plane ring looks past a lesion
+    box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)
+    sub = labels[box]
+    organ = largest_component(sub >= liver)
     filled = organ.copy()
     for k in range(organ.shape[2] if fill_holes else 0):
         filled[:, :, k] = ndimage.binary_fill_holes(organ[:, :, k])
+    sub_out = np.zeros_like(sub)
+    sub_out[filled] = liver
+    sub_out[filled & (sub == tumour)] = tumour
     out = np.zeros_like(labels)
-    out[filled] = liver
-    out[filled & (labels == tumour)] = tumour
-    return filter_tumours(out, min_tumour_voxels, tumour_liver_contact, liver, tumour)
+    out[box] = filter_tumours(sub_out, min_tumour_voxels, tumour_liver_contact, liver, tumour)
+    return out
 
 
 def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sigma_mm: float = 1.5,
@@ -88,10 +114,25 @@ def grow_tumours(labels: np.ndarray, image: np.ndarray, spacing, steps: int, sig
     ``min_contrast`` is in that unit.  ``spacing`` is the voxel size in mm along each axis.  Our own
     code: neither MONAI nor scipy offers a seeded, contrast-relative region growing (MONAI's CRF needs
     its compiled extension).  Returns ``labels`` itself when ``steps`` is 0 or there is no tumour."""
-    if steps <= 0 or not (labels == tumour).any():
+    if steps <= 0:
+        return labels
+    tumour_box = bounding_box(labels == tumour)
+    if tumour_box is None:
         return labels
     sigma = np.array([sigma_mm / max(float(s), 1e-6) for s in spacing])
     reach = np.ceil(4.0 * sigma).astype(int)  # scipy's Gaussian is truncated at 4 sigma
+    margin = shell + steps + beyond
+    # work inside the tumours' bounding box widened by every window below (margin + 4 sigma + 1): within
+    # it, each lesion's window is clipped only where the volume itself ends, so the result is the same
+    crop = tuple(slice(max(0, b.start - margin - r - 1), b.stop + margin + r + 1) for b, r in zip(tumour_box, reach))
+    out = labels.copy()
+    out[crop] = _grow_tumours_in(labels[crop], image[crop], sigma, reach, steps, min_contrast, shell, beyond, liver,
+                                 tumour)
+    return out
+
+
+def _grow_tumours_in(labels, image, sigma, reach, steps, min_contrast, shell, beyond, liver, tumour):
+    """:func:`grow_tumours` on a crop holding every tumour with its windows."""
     comp, _ = ndimage.label(labels == tumour, structure=_CONN26)
     organ = labels >= liver
     face = ndimage.generate_binary_structure(3, 1)
