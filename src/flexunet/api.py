@@ -87,7 +87,8 @@ def read_volume(path: str | os.PathLike) -> "Volume":
 
 
 def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine: np.ndarray | None = None,
-            overrides: Overrides = (), postprocess: bool = True, device: str | None = None) -> Segmentation:
+            overrides: Overrides = (), postprocess: bool = True, device: str | None = None,
+            keep_image: bool = True) -> Segmentation:
     """Segment the liver and liver tumours of one CT, in memory.
 
     The same computation as ``flexunet infer-volume`` (labels equal voxel for voxel), without
@@ -105,23 +106,29 @@ def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine:
         overrides: ``section.key=value`` values applied when ``config`` is a path.
         postprocess: apply the ``[infer]`` postprocessing (largest liver component, tumour filters).
         device: "auto", "cpu", "cuda" or "cuda:N" (default: ``[infer] device``).
+        keep_image: keep the CT in HU in the result (``.image``) for the HU statistics, the
+            lesions' mean HU and the report's images.
 
     Returns:
         :class:`Segmentation`: ``labels`` uint8 (X, Y, Z) on the input's grid (0 background,
         1 liver, 2 tumour), ``affine``, ``spacing`` (mm), ``volumetry`` (liver and tumour mL,
-        burden %, lesion count), ``timings``; ``.save(path)`` and ``.to_nifti()``.
+        burden %, lesion count), ``timings``; ``.save(path)``, ``.to_nifti()``,
+        ``.statistics()``, ``.lesions()``, ``.save_statistics(path)``, ``.save_report(path)`` and,
+        for DICOM input, ``.save_dicom_seg(path)``.
 
     Raises:
         ConfigError: bad config.  CheckpointError: missing or mismatched weights.
         DataError: unreadable CT, bad array or affine.
     """
     predictor = VolumePredictor(as_config(config, overrides), weights, device=device)
-    return predictor.segment(ct, affine=affine, postprocess=postprocess)
+    return predictor.segment(ct, affine=affine, postprocess=postprocess, keep_image=keep_image)
 
 
 def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
                   weights: Weights = None, *, overrides: Overrides = (), postprocess: bool = True,
-                  keep_going: bool = False, quiet: bool = False, num_parts: int = 1, part_id: int = 0) -> dict:
+                  keep_going: bool = False, quiet: bool = False, num_parts: int = 1, part_id: int = 0,
+                  statistics: bool = False, report: bool = False,
+                  output_format: str | Sequence[str] = "nifti") -> dict:
     """Segment volume files into ``output_dir/<case>.nii.gz`` (``flexunet infer-volume``).
 
     Args:
@@ -132,20 +139,28 @@ def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], outpu
         overrides: applied when ``config`` is a path.
         postprocess: apply the ``[infer]`` postprocessing.
         keep_going: report failing inputs and go on.
-        quiet: no per-volume lines.
+        quiet: no progress bars and no per-volume lines.
         num_parts, part_id: segment only every ``num_parts``-th input from ``part_id`` on, so a
             batch splits over machines (e.g. a job array) with no coordination.
+        statistics: also write ``<case>.json`` (volumes, burden, HU, lesion table, model),
+            ``<case>_lesions.csv`` and ``statistics.csv`` (one row per case); see docs/outputs.md.
+        report: also write the self-contained HTML report ``<case>.html``.
+        output_format: "nifti", "dicom-seg" (``<case>.seg.dcm``, DICOM input only) or both
+            ("nifti,dicom-seg" or a list).
 
     Returns:
-        ``{"written": [paths], "failures": [(input, message)], "timings": [per-case dicts]}``.
+        ``{"written": [label files], "failures": [(input, message)], "timings": [per-case dicts],
+        "statistics": [JSON paths], "reports": [HTML paths], "statistics_csv": path or None}``.
 
     Raises:
-        DataError: missing or unreadable input (unless ``keep_going``), two inputs with one output name.
+        DataError: missing or unreadable input (unless ``keep_going``), two inputs with one output name,
+            an unknown output format, DICOM-SEG for a non-DICOM input.
     """
     from .infer.volume import infer_volumes as run
 
     return run(as_config(config, overrides), inputs, output_dir, weights=weights, postprocess=postprocess,
-               keep_going=keep_going, quiet=quiet, num_parts=num_parts, part_id=part_id)
+               keep_going=keep_going, quiet=quiet, num_parts=num_parts, part_id=part_id, statistics=statistics,
+               report=report, output_format=output_format)
 
 
 def write_phantoms(dst: str | os.PathLike, cases: int = 8, seed: int = 0) -> Path:

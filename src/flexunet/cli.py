@@ -99,7 +99,13 @@ def cmd_infer_volume(args):
 
     res = infer_volumes(_config(args), args.inputs, args.output, weights=args.weights,
                         postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet,
-                        num_parts=args.num_parts, part_id=args.part_id)
+                        num_parts=args.num_parts, part_id=args.part_id, statistics=args.statistics,
+                        report=args.report, output_format=args.output_format)
+    if not args.quiet and res.get("statistics_csv"):
+        print(f"wrote {res['statistics_csv']} and {len(res['statistics'])} <case>.json")
+    if not args.quiet and res.get("reports"):
+        print(f"wrote {len(res['reports'])} report(s): {', '.join(res['reports'][:3])}"
+              f"{', ...' if len(res['reports']) > 3 else ''}")
     return _report_failures(res["failures"])
 
 
@@ -219,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="split the inputs into N parts (for a job array over machines; default 1)")
     sp.add_argument("--part-id", type=int, default=0, metavar="K",
                     help="segment part K (0..N-1): every N-th input from the K-th on (default 0)")
+    sp.add_argument("--statistics", action="store_true",
+                    help="also write <case>.json (volumes, burden, HU, lesion table, model), <case>_lesions.csv "
+                         "and one row per case in statistics.csv")
+    sp.add_argument("--report", action="store_true",
+                    help="also write <case>.html: a self-contained report with overlays and the lesion table")
+    sp.add_argument("--output-format", default="nifti", metavar="FORMAT",
+                    help="nifti (<case>.nii.gz, default), dicom-seg (<case>.seg.dcm, DICOM input only) or "
+                         "nifti,dicom-seg")
 
     sp = sub.add_parser("evaluate-volume", help="LiTS metrics of label volumes against ground truth")
     sp.add_argument("pred_dir")

@@ -6,13 +6,18 @@ resized back to the slice size -> argmax -> optional postprocessing -> back to
 the input's own orientation.  :class:`VolumePredictor` holds one loaded model
 for many volumes; :meth:`VolumePredictor.segment` returns a
 :class:`Segmentation` in memory, :meth:`VolumePredictor.segment_files` writes
-``<case>.nii.gz`` files (``flexunet infer-volume``).
+``<case>.nii.gz`` files (``flexunet infer-volume``), and on request per case
+``<case>.json`` statistics with the lesion table, one ``statistics.csv`` row,
+``<case>_lesions.csv``, a self-contained ``<case>.html`` report and, for DICOM
+input, a ``<case>.seg.dcm`` DICOM-SEG (see docs/outputs.md).
 
 Memory stays bounded in :meth:`~VolumePredictor.segment_files`: a loader thread
 reads the next volume while the current one is predicted, through a queue of
 size 1 (imitating nnU-Net's data iterators), and only uint8 copies of the volume
-are kept (512x512x600 is 157 MB per copy).  When the loader fails, an abort
-event stops the run with the loader's message.
+are kept (512x512x600 is 157 MB per copy); the CT in HU is kept too (int16 where
+its values are whole numbers, 315 MB for that size) only when statistics or a
+report are asked for.  When the loader fails, an abort event stops the run with
+the loader's message.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..config import Config
     from ..io.volumes import Reorientation, Volume
+    from ..metrics.lesions import Lesion
     from .predictor import Predictor
 
 # tumour_grow leaves lesions alone that are less than this much darker than the liver around them
@@ -41,6 +47,12 @@ GROW_MIN_CONTRAST_HU = 10.0
 
 # file and folder names that say nothing about the patient: such an input is named after its parent folder
 GENERIC_NAMES = frozenset({"image", "patient_dicom", "dicom", "series"})
+
+#: what ``infer-volume --output-format`` accepts (a comma-separated list of them)
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+
+#: a volume with more slices than this gets a progress bar over its slices (unless quiet)
+PROGRESS_MIN_SLICES = 64
 
 #: What :func:`segment` and :meth:`VolumePredictor.segment` accept as a CT: a path (NIfTI file,
 #: DICOM folder / .zip / file, MRC file), a ``nibabel`` image, a :class:`~flexunet.io.volumes.Volume`,
@@ -109,6 +121,8 @@ class PreparedVolume:
         spacing: voxel size (mm) along the canonical axes of ``windowed``.
         undo: maps a canonical array back to the input's orientation.
         read_s: seconds spent reading and windowing.
+        image: the CT in HU on the input's grid (X, Y, Z) (:func:`compact_hu`), kept only for
+            statistics and reports; else None.
     """
 
     source: str
@@ -119,6 +133,7 @@ class PreparedVolume:
     spacing: tuple[float, float, float]
     undo: "Reorientation"
     read_s: float = 0.0
+    image: np.ndarray | None = None
 
 
 @dataclass
@@ -133,7 +148,13 @@ class Segmentation:
         volumetry: liver and tumour volume (mL), tumour burden (% of liver), lesion count.
         source: the input's path, or "array".
         timings: seconds per stage (read_s, predict_s, postprocess_s).
-        header: the input's header, kept for writing (None for arrays).
+        header: the input's header, kept for writing (None for arrays); for DICOM input the first
+            slice's pydicom dataset without its pixels.
+        image: the CT in HU on the same grid (X, Y, Z), for the HU statistics, the lesions' mean HU
+            and the report's images; None when not kept (``segment(..., keep_image=False)``).
+        provenance: the model, config, weights and settings that made the labels.
+
+    The lesion table is computed once, on first use: change ``labels`` in place and it is stale.
     """
 
     labels: np.ndarray
@@ -143,6 +164,124 @@ class Segmentation:
     source: str = "array"
     timings: dict[str, float] = field(default_factory=dict)
     header: Any = None
+    image: np.ndarray | None = field(default=None, repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lesions: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def case(self) -> str:
+        """The case's name: :func:`output_name` of the input's path ("array" for an array)."""
+        if self.source in ("array", "nibabel image", "") or not Path(self.source).name:
+            return self.source or "array"
+        return output_name(self.source)
+
+    @property
+    def is_dicom(self) -> bool:
+        """True when the input was a DICOM series (``header`` is a pydicom dataset)."""
+        return type(self.header).__module__.startswith("pydicom")
+
+    def lesions(self) -> list["Lesion"]:
+        """The lesion table: every tumour component measured (:mod:`flexunet.metrics.lesions`).
+
+        Centroids are in DICOM's LPS patient coordinates for DICOM input, else in RAS+.
+
+        Returns:
+            :class:`~flexunet.metrics.lesions.Lesion` list, largest first, ids 1, 2, ...
+        """
+        if self._lesions is None:
+            from ..metrics.lesions import lesion_table
+
+            self._lesions = lesion_table(self.labels, self.affine, self.image,
+                                         coordinates="LPS" if self.is_dicom else "RAS")
+        return self._lesions
+
+    def statistics(self) -> dict[str, Any]:
+        """Statistics without ground truth, as ``infer-volume --statistics`` writes them to ``<case>.json``.
+
+        Returns:
+            A JSON-ready dict: ``case``, ``source``, ``created`` (UTC, ISO 8601),
+            ``flexunet_version``, ``liver_ml``, ``tumour_ml``, ``burden_pct``, ``lesion_count``,
+            ``liver_hu`` and ``tumour_hu`` (mean, std, p5, median, p95), ``spacing_mm``, ``shape``,
+            ``voxel_ml``, ``lesions`` (the lesion table), ``model`` (provenance) and ``timings``
+            (seconds).  See docs/outputs.md.
+        """
+        import datetime
+
+        from .. import __version__
+        from ..metrics.statistics import case_statistics
+
+        stats: dict[str, Any] = {
+            "case": self.case, "source": self.source,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "flexunet_version": __version__}
+        stats.update(case_statistics(self.labels, self.affine, self.image))
+        stats["lesions"] = [les.as_dict() for les in self.lesions()]
+        stats["model"] = dict(self.provenance)
+        stats["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
+        return stats
+
+    def save_statistics(self, path: str | os.PathLike, statistics: dict | None = None) -> Path:
+        """Write :meth:`statistics` (or the ``statistics`` given) as JSON, atomically.
+
+        Returns:
+            The path written.
+        """
+        import json
+
+        from ..io.atomic import atomic_save_text
+
+        stats = self.statistics() if statistics is None else statistics
+        return atomic_save_text(path, json.dumps(stats, indent=2, allow_nan=False) + "\n")
+
+    def save_lesions(self, path: str | os.PathLike) -> Path:
+        """Write the lesion table as CSV (one row per lesion, :meth:`Lesion.row` columns), atomically.
+
+        Returns:
+            The path written.
+        """
+        from ..metrics.lesions import lesion_rows
+
+        columns = list(_lesion_columns(self.is_dicom))
+        return _save_csv(path, lesion_rows(self.lesions()), columns)
+
+    def save_report(self, path: str | os.PathLike, statistics: dict | None = None) -> Path:
+        """Write the self-contained HTML report (:mod:`flexunet.report.html`), atomically.
+
+        Args:
+            path: the ``.html`` file.
+            statistics: :meth:`statistics` when already computed.
+
+        Returns:
+            The path written.
+        """
+        from ..report.html import dicom_fields, write_report
+
+        stats = self.statistics() if statistics is None else statistics
+        provenance = {"input": self.source, **dict(self.provenance),
+                      "timings_s": {k: round(float(v), 2) for k, v in self.timings.items()}}
+        return write_report(path, case=self.case, labels=self.labels, affine=self.affine, image=self.image,
+                            statistics=stats, lesions=self.lesions(), dicom=dicom_fields(self.header),
+                            provenance=provenance)
+
+    def save_dicom_seg(self, path: str | os.PathLike) -> Path:
+        """Write the labels as a DICOM-SEG referencing the source series (:mod:`flexunet.report.dicom_seg`).
+
+        Returns:
+            The path written.
+
+        Raises:
+            DataError: the input was not a DICOM series, or its files are no longer where they were read.
+        """
+        from .. import __version__
+        from ..report.dicom_seg import write_dicom_seg
+
+        if not self.is_dicom:
+            raise DataError(f"{self.source}: DICOM-SEG output needs a DICOM series as input; this input was not "
+                            "DICOM (write NIfTI instead)")
+        return write_dicom_seg(self.labels, self.affine, self.source,
+                               str(self.header.get("SeriesInstanceUID", "") or ""), path,
+                               model_name=f"FlexUNet {self.provenance.get('architecture', '')}".strip(),
+                               software_version=__version__)
 
     def to_nifti(self) -> "nib.Nifti1Image":
         """The labels as an in-memory ``nibabel.Nifti1Image`` (uint8) with the input's affine."""
@@ -168,6 +307,70 @@ class Segmentation:
 
         header = self.header if hasattr(self.header, "get_zooms") else None
         return write_nifti(self.labels, path, affine=self.affine, header=header, dtype=np.uint8)
+
+
+def _lesion_columns(dicom: bool) -> tuple[str, ...]:
+    c = "lps" if dicom else "ras"
+    return ("id", "volume_ml", "voxels", "long_axis_mm", "short_axis_mm", "slice", f"centroid_{c[0]}_mm",
+            f"centroid_{c[1]}_mm", f"centroid_{c[2]}_mm", "mean_hu", "liver_surface_mm")
+
+
+def _save_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> Path:
+    import csv
+    import io
+
+    from ..io.atomic import atomic_save_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return atomic_save_text(path, buf.getvalue())
+
+
+def output_formats(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"nifti"``, ``"dicom-seg"``, ``"nifti,dicom-seg"`` or a list of them, as a tuple of formats.
+
+    Raises:
+        DataError: an unknown format, or none.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    formats = tuple(dict.fromkeys(str(f).strip().lower() for f in items if str(f).strip()))
+    bad = [f for f in formats if f not in OUTPUT_FORMATS]
+    if bad or not formats:
+        raise DataError(f"--output-format {value if isinstance(value, str) else ','.join(value)!r}: expected "
+                        f"{' or '.join(OUTPUT_FORMATS)}, or both separated by a comma")
+    return formats
+
+
+def compact_hu(array: np.ndarray) -> np.ndarray:
+    """A CT in HU in the smallest exact dtype: int16 when every value is a whole number in its range
+    (as DICOM and most NIfTI CTs), else float32.
+
+    Args:
+        array: (X, Y, Z) any numeric dtype.
+
+    Returns:
+        (X, Y, Z) int16 or float32, same memory order.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.int16:
+        return a
+    if a.size == 0:
+        return a.astype(np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -32768 or hi > 32767:
+        return a.astype(np.float32, copy=False)
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int16)
+    flat = a.reshape(-1, order="A")
+    step = 1 << 22
+    for start in range(0, flat.size, step):  # chunks: no full-size temporary
+        chunk = flat[start:start + step]
+        if not np.array_equal(np.rint(chunk), chunk):
+            return a.astype(np.float32, copy=False)
+    return a.astype(np.int16)
 
 
 # --------------------------------------------------------------------------- reading
@@ -266,12 +469,14 @@ def as_volume(ct: CTInput, affine: np.ndarray | None = None) -> "Volume":
     return check_finite(vol, vol.source)
 
 
-def prepare_volume(vol: "Volume", hu_window: tuple[float, float]) -> PreparedVolume:
+def prepare_volume(vol: "Volume", hu_window: tuple[float, float], keep_image: bool = False) -> PreparedVolume:
     """Reorient to canonical RAS and window to uint8.
 
     Args:
         vol: the CT in HU, any orientation.
         hu_window: (low, high) HU mapped to 0..255.
+        keep_image: also keep the CT in HU on the input's grid (:func:`compact_hu`), for
+            statistics and reports.
 
     Returns:
         :class:`PreparedVolume` (``read_s`` left 0).
@@ -281,19 +486,23 @@ def prepare_volume(vol: "Volume", hu_window: tuple[float, float]) -> PreparedVol
 
     can, undo = to_canonical(vol)
     return PreparedVolume(source=vol.source, affine=vol.affine, header=vol.header, shape=tuple(vol.array.shape),
-                          windowed=hu_to_uint8(can.array, hu_window), spacing=can.spacing, undo=undo)
+                          windowed=hu_to_uint8(can.array, hu_window), spacing=can.spacing, undo=undo,
+                          image=compact_hu(vol.array) if keep_image else None)
 
 
 # --------------------------------------------------------------------------- prediction
 
 
-def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: VolumeSettings) -> np.ndarray:
+def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: VolumeSettings,
+                   progress: bool = False) -> np.ndarray:
     """Labels for a canonical windowed volume, slice by slice.
 
     Args:
         predictor: the loaded model(s).
         windowed: uint8 (X, Y, Z) in canonical RAS orientation (:func:`prepare_volume`).
         settings: model input size, channels and 2.5D context, standardisation, flip TTA, batch size.
+        progress: show a progress bar over the slices (tqdm, on stderr) when the volume has more
+            than :data:`PROGRESS_MIN_SLICES` slices.
 
     Returns:
         uint8 (X, Y, Z) argmax labels in the same (canonical) orientation.
@@ -307,6 +516,11 @@ def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: Volum
     nx, ny, nz = windowed.shape
     out = np.zeros((nx, ny, nz), np.uint8)
     size = tuple(settings.image_size)
+    bar = None
+    if progress and nz > PROGRESS_MIN_SLICES:
+        from tqdm import tqdm
+
+        bar = tqdm(total=nz, unit="slice", desc="slices", leave=False, dynamic_ncols=True)
     for start in range(0, nz, settings.batch_size):
         ks = range(start, min(start + settings.batch_size, nz))
         imgs = [normalize_image(slice_channels(windowed, k, settings.channels, settings.context).astype(np.float32)
@@ -323,6 +537,10 @@ def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: Volum
         labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for k, lab in zip(ks, labels):
             out[:, :, k] = from_view(lab)
+        if bar is not None:
+            bar.update(len(ks))
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -365,7 +583,8 @@ class _Loaded:
     error: str | None = None
 
 
-def _loader(paths: Sequence[str], hu_window, q: queue.Queue, abort: threading.Event, keep_going: bool) -> None:
+def _loader(paths: Sequence[str], hu_window, q: queue.Queue, abort: threading.Event, keep_going: bool,
+            keep_image: bool = False) -> None:
     from ..io.volumes import read_volume
 
     for path in paths:
@@ -373,7 +592,7 @@ def _loader(paths: Sequence[str], hu_window, q: queue.Queue, abort: threading.Ev
             return
         try:
             t0 = time.perf_counter()
-            prepared = prepare_volume(read_volume(path), hu_window)
+            prepared = prepare_volume(read_volume(path), hu_window, keep_image)
             prepared.read_s = time.perf_counter() - t0
             item = _Loaded(str(path), volume=prepared)
         except FlexUNetError as exc:
@@ -419,11 +638,47 @@ class VolumePredictor:
         self.settings = VolumeSettings.from_config(cfg)
         self.weights = [str(p) for p in weight_paths(cfg, weights)]
         self.predictor = predictor or load_predictor(cfg, weights, device=device)
+        self._weights_sha256: list[str | None] | None = None
 
-    def _labels(self, prepared: PreparedVolume, postprocess: bool) -> tuple[np.ndarray, dict[str, float]]:
+    def provenance(self, postprocess: bool = True) -> dict[str, Any]:
+        """What made the labels: FlexUNet's version, the config, the architecture, the weights with
+        their SHA-256 (hashed once per predictor), and the settings of prediction and postprocessing.
+
+        Returns:
+            A JSON-ready dict (the ``model`` of the statistics, the report's provenance).
+        """
+        import hashlib
+
+        from .. import __version__
+
+        if self._weights_sha256 is None:
+            sums: list[str | None] = []
+            for w in self.weights:
+                try:
+                    h = hashlib.sha256()
+                    with open(w, "rb") as fh:
+                        for block in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(block)
+                    sums.append(h.hexdigest())
+                except OSError:
+                    sums.append(None)
+            self._weights_sha256 = sums
+        cfg, st = self.config, self.settings
+        return {"flexunet_version": __version__, "config": str(cfg.source), "architecture": cfg.model.model,
+                "classes": list(cfg.class_names), "input_size": list(st.image_size), "channels": st.channels,
+                "context_2_5d": st.context, "hu_window": list(st.hu_window), "tta_context_flip": st.tta_context_flip,
+                "weights": list(self.weights), "weights_sha256": list(self._weights_sha256),
+                "runtime": cfg.infer.runtime, "device": str(getattr(self.predictor, "device", "") or ""),
+                "postprocess": bool(postprocess),
+                "postprocessing": {"min_tumour_mm3": st.min_tumour_mm3,
+                                   "tumour_liver_contact": st.tumour_liver_contact, "fill_holes": st.fill_holes,
+                                   "tumour_grow": st.tumour_grow, "tumour_grow_beyond": st.tumour_grow_beyond}}
+
+    def _labels(self, prepared: PreparedVolume, postprocess: bool,
+                progress: bool = False) -> tuple[np.ndarray, dict[str, float]]:
         """Labels on the input's grid (uint8, input shape) and the seconds of each stage."""
         t0 = time.perf_counter()
-        labels = predict_volume(self.predictor, prepared.windowed, self.settings)
+        labels = predict_volume(self.predictor, prepared.windowed, self.settings, progress=progress)
         t1 = time.perf_counter()
         if postprocess:
             labels = postprocess_volume(labels, prepared.windowed, prepared.spacing,
@@ -433,7 +688,8 @@ class VolumePredictor:
             raise FlexUNetError(f"{prepared.source}: internal orientation error: {labels.shape} vs {prepared.shape}")
         return labels, {"read_s": prepared.read_s, "predict_s": t1 - t0, "postprocess_s": time.perf_counter() - t1}
 
-    def segment(self, ct: CTInput, *, affine: np.ndarray | None = None, postprocess: bool = True) -> Segmentation:
+    def segment(self, ct: CTInput, *, affine: np.ndarray | None = None, postprocess: bool = True,
+                keep_image: bool = True, progress: bool = False) -> Segmentation:
         """Segment one CT in memory (nothing is written).
 
         Args:
@@ -441,6 +697,9 @@ class VolumePredictor:
                 array (X, Y, Z) in HU with ``affine``.
             affine: 4x4 voxel-to-world (RAS+ mm) matrix, for an array input only.
             postprocess: apply the ``[infer]`` postprocessing (as ``infer-volume`` does by default).
+            keep_image: keep the CT in HU in the result (``Segmentation.image``, int16 where exact),
+                for the HU statistics, the lesions' mean HU and the report's images.
+            progress: a progress bar over the slices of a long volume.
 
         Returns:
             :class:`Segmentation` on the input's grid.
@@ -450,42 +709,59 @@ class VolumePredictor:
         """
         t0 = time.perf_counter()
         vol = as_volume(ct, affine)
-        prepared = prepare_volume(vol, self.settings.hu_window)
+        prepared = prepare_volume(vol, self.settings.hu_window, keep_image)
         prepared.read_s = time.perf_counter() - t0
-        spacing = vol.spacing
         del vol
-        labels, timings = self._labels(prepared, postprocess)
-        return Segmentation(labels=labels, affine=prepared.affine.copy(), spacing=spacing,
-                            volumetry=volumetry(labels, voxel_volume_ml(prepared.affine)), source=prepared.source,
-                            timings=timings, header=prepared.header)
+        labels, timings = self._labels(prepared, postprocess, progress)
+        return self._result(prepared, labels, timings, postprocess)
+
+    def _result(self, prepared: PreparedVolume, labels: np.ndarray, timings: dict[str, float],
+                postprocess: bool) -> Segmentation:
+        aff = prepared.affine.copy()
+        spacing = tuple(float(v) for v in np.sqrt((aff[:3, :3] ** 2).sum(0)))
+        return Segmentation(labels=labels, affine=aff, spacing=spacing,
+                            volumetry=volumetry(labels, voxel_volume_ml(aff)), source=prepared.source,
+                            timings=timings, header=prepared.header, image=prepared.image,
+                            provenance=self.provenance(postprocess))
 
     def segment_files(self, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
                       postprocess: bool = True, keep_going: bool = False, quiet: bool = False,
-                      num_parts: int = 1, part_id: int = 0) -> dict:
+                      num_parts: int = 1, part_id: int = 0, statistics: bool = False, report: bool = False,
+                      output_format: str | Sequence[str] = "nifti") -> dict:
         """Segment volume files into ``output_dir/<case>.nii.gz`` (uint8 labels, the input's affine and header).
 
         The next volume is read while the current one is predicted.  Output names come from
         :func:`output_name`; two inputs that would share one are refused before anything is read.
+        Every file is written atomically.
 
         Args:
             inputs: NIfTI files, DICOM folders / .zip / files, MRC files.
             output_dir: created if missing.
             postprocess: apply the ``[infer]`` postprocessing.
             keep_going: report a failing input and go on with the rest instead of stopping.
-            quiet: print nothing per volume.
+            quiet: no progress bars and no line per volume.
             num_parts, part_id: segment only every ``num_parts``-th input starting at ``part_id``
                 (:func:`select_part`), so a batch splits over machines with no coordination.
+            statistics: also write ``<case>.json`` (:meth:`Segmentation.statistics`, lesion table
+                included), ``<case>_lesions.csv`` and one row per case in ``statistics.csv``
+                (``statistics_part<K>of<N>.csv`` for a part of a batch), rewritten after each case.
+            report: also write the self-contained ``<case>.html`` report.
+            output_format: "nifti" (``<case>.nii.gz``), "dicom-seg" (``<case>.seg.dcm``, DICOM input
+                only) or both ("nifti,dicom-seg").
 
         Returns:
-            ``{"written": [paths], "failures": [(input, message)], "timings": [per-case dicts]}``.
+            ``{"written": [label files], "failures": [(input, message)], "timings": [per-case dicts],
+            "statistics": [JSON paths], "reports": [HTML paths], "statistics_csv": path or None}``.
 
         Raises:
             DataError: an input missing or unreadable (unless ``keep_going``), colliding output
-                names, or an output folder that cannot be created.
+                names, an unknown output format, DICOM-SEG asked for a non-DICOM input, or an output
+                folder that cannot be created.
         """
         from ..io.atomic import safe_child
         from ..io.volumes import write_nifti
 
+        formats = output_formats(output_format)
         inputs = [str(p) for p in inputs]
         check_output_names(inputs)
         inputs = select_part(inputs, num_parts, part_id)
@@ -494,18 +770,29 @@ class VolumePredictor:
         if missing and not keep_going:
             raise DataError(f"{missing[0]}: input volume not found; expected a .nii/.nii.gz file, a DICOM folder or "
                             ".zip, or an .mrc file")
+        check_dicom_seg_inputs([p for p in inputs if p not in missing], formats)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"{out_dir}: output folder cannot be created ({exc.strerror}); expected a writable folder")
         failures = [(p, f"{p}: input volume not found") for p in missing]
         existing = [p for p in inputs if p not in missing]
+        csv_path = None
+        if statistics:
+            csv_name = "statistics.csv" if num_parts == 1 else f"statistics_part{part_id}of{num_parts}.csv"
+            csv_path = safe_child(out_dir, csv_name)
         q: queue.Queue = queue.Queue(maxsize=1)
         abort = threading.Event()
-        loader = threading.Thread(target=_loader, args=(existing, self.settings.hu_window, q, abort, keep_going),
-                                  daemon=True)
+        loader = threading.Thread(target=_loader, args=(existing, self.settings.hu_window, q, abort, keep_going,
+                                                        statistics or report), daemon=True)
         loader.start()
-        written, timings, empty = [], [], []
+        bar = None
+        if not quiet and len(existing) > 1:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(existing), unit="volume", desc="volumes", dynamic_ncols=True)
+        say = print if bar is None else bar.write
+        written, timings, empty, stats_files, reports, rows = [], [], [], [], [], []
         try:
             while True:
                 item = q.get()
@@ -515,48 +802,113 @@ class VolumePredictor:
                     if not keep_going:
                         raise DataError(item.error)
                     failures.append((item.path, item.error))
+                    if bar is not None:
+                        bar.update(1)
                     continue
                 prepared = item.volume
-                labels, t = self._labels(prepared, postprocess)
+                labels, t = self._labels(prepared, postprocess, progress=not quiet)
+                seg = self._result(prepared, labels, t, postprocess)
                 name = output_name(item.path)
-                dst = safe_child(out_dir, name + ".nii.gz")
                 t1 = time.perf_counter()
-                write_nifti(labels, dst, affine=prepared.affine, header=prepared.header, dtype=np.uint8)
+                dst = None
+                if "nifti" in formats:
+                    dst = safe_child(out_dir, name + ".nii.gz")
+                    write_nifti(labels, dst, affine=prepared.affine, header=prepared.header, dtype=np.uint8)
+                    written.append(str(dst))
+                if "dicom-seg" in formats:
+                    seg_path = seg.save_dicom_seg(safe_child(out_dir, name + ".seg.dcm"))
+                    written.append(str(seg_path))
+                    dst = dst or seg_path
                 t["write_s"] = time.perf_counter() - t1
-                written.append(str(dst))
+                if statistics or report:
+                    t2 = time.perf_counter()
+                    stats = seg.statistics()
+                    if statistics:
+                        stats_files.append(str(seg.save_statistics(safe_child(out_dir, name + ".json"), stats)))
+                        seg.save_lesions(safe_child(out_dir, name + "_lesions.csv"))
+                        rows.append(case_row(stats))
+                        _save_csv(csv_path, rows, _columns(rows))
+                    if report:
+                        reports.append(str(seg.save_report(safe_child(out_dir, name + ".html"), stats)))
+                    t["statistics_report_s"] = time.perf_counter() - t2
                 if not labels.any():
                     empty.append(name)
                 timings.append({"case": name, **t, "slices": int(prepared.shape[2])})
                 if not quiet:
-                    print(f"{item.path} -> {dst} ({prepared.shape[2]} slices, read {t['read_s']:.1f} s, "
-                          f"predict {t['predict_s']:.1f} s)")
-                del prepared, item, labels
+                    say(f"{item.path} -> {dst} ({prepared.shape[2]} slices, read {t['read_s']:.1f} s, "
+                        f"predict {t['predict_s']:.1f} s)")
+                if bar is not None:
+                    bar.update(1)
+                del prepared, item, labels, seg
         finally:
             abort.set()
             loader.join(timeout=5)
+            if bar is not None:
+                bar.close()
         if empty:
             from .common import warn_if_nothing_found
 
-            warn_if_nothing_found(f"{len(empty)} of {len(written)} volume(s) got no liver ({', '.join(empty[:3])}"
+            warn_if_nothing_found(f"{len(empty)} of {len(timings)} volume(s) got no liver ({', '.join(empty[:3])}"
                                   f"{', ...' if len(empty) > 3 else ''})", self.config)
-        return {"written": written, "failures": failures, "timings": timings}
+        return {"written": written, "failures": failures, "timings": timings, "statistics": stats_files,
+                "reports": reports, "statistics_csv": str(csv_path) if csv_path and rows else None}
+
+
+def case_row(stats: dict) -> dict:
+    """One case's statistics as its row of ``statistics.csv`` (nested fields flattened, the lesion
+    table left out: it has its own file).
+
+    Args:
+        stats: :meth:`Segmentation.statistics`.
+
+    Returns:
+        ``{column: value}``.
+    """
+    from ..metrics.statistics import flat_row
+
+    return flat_row({k: v for k, v in stats.items() if k != "lesions"})
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def check_dicom_seg_inputs(inputs: Sequence[str], formats: Sequence[str]) -> None:
+    """Refuse DICOM-SEG output for an input that is not a DICOM series, before anything is read.
+
+    Raises:
+        DataError: naming the first such input.
+    """
+    if "dicom-seg" not in formats:
+        return
+    from ..report.dicom_seg import is_dicom_input
+
+    for p in inputs:
+        if Path(p).exists() and not is_dicom_input(p):
+            raise DataError(f"{p}: --output-format dicom-seg needs a DICOM series as input (a folder, .zip or .dcm "
+                            "file); expected DICOM input, or --output-format nifti for this one")
 
 
 def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
                   weights: str | Sequence[str] | None = None, postprocess: bool = True, keep_going: bool = False,
                   quiet: bool = False, predictor: "Predictor | None" = None, num_parts: int = 1,
-                  part_id: int = 0) -> dict:
+                  part_id: int = 0, statistics: bool = False, report: bool = False,
+                  output_format: str | Sequence[str] = "nifti") -> dict:
     """``flexunet infer-volume``: :meth:`VolumePredictor.segment_files` with a model loaded for the call.
 
-    Inputs are checked (names, existence) before the model is loaded, so a bad call fails fast.
-    See :meth:`VolumePredictor.segment_files` for the arguments and the result.
+    Inputs are checked (names, existence, DICOM for DICOM-SEG) before the model is loaded, so a bad
+    call fails fast.  See :meth:`VolumePredictor.segment_files` for the arguments and the result.
     """
+    formats = output_formats(output_format)
     check_output_names([str(p) for p in inputs])
+    part = select_part([str(p) for p in inputs], num_parts, part_id)
     if not keep_going:
-        for p in select_part([str(p) for p in inputs], num_parts, part_id):
+        for p in part:
             if not Path(p).exists():
                 raise DataError(f"{p}: input volume not found; expected a .nii/.nii.gz file, a DICOM folder or .zip, "
                                 "or an .mrc file")
+    check_dicom_seg_inputs(part, formats)
     vp = VolumePredictor(cfg, weights, predictor=predictor)
     return vp.segment_files(inputs, output, postprocess=postprocess, keep_going=keep_going, quiet=quiet,
-                            num_parts=num_parts, part_id=part_id)
+                            num_parts=num_parts, part_id=part_id, statistics=statistics, report=report,
+                            output_format=formats)
