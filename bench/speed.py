@@ -24,9 +24,9 @@ What it measures (all in one sitting, so the ratios are fair even when absolute 
    a lot when other processes compete for the cores; ``--omp-passive`` runs the whole benchmark so).
 3. Label drift of the faster paths against fp32 on phantom CT slices (:func:`label_agreement`, also used
    by ``bench/quality.py``).  With random weights the figure is only indicative; pass ``--weights``.
-4. End-to-end seconds to segment a 512x512x200 CT volume (NIfTI read + 2.5D slices + model + postprocess +
-   NIfTI write, ``infer_volumes``) with fp32 and with ``auto`` precision, each in its own subprocess so its
-   peak RSS is its own; the output's shape and affine are checked against the input.
+4. ``flexunet infer-volume`` on a 512x512x200 CT as a user runs it, a fresh process per runtime and
+   precision, and the stages of one call (imports, model load, read, window, stacking, model, resize and
+   argmax, postprocessing, write): ``bench/infer_stages.py``, whose table is part of the report.
 5. Peak RSS of training (``SegmentationModule`` + Lightning, batch 8, recommended config) per precision.
 6. A markdown table for the README (command and machine on top), ``bench/results/speed.json`` and
    ``bench/results/speed.md`` (``--report JSON`` prints the table of a saved run again).
@@ -42,6 +42,7 @@ import argparse
 import copy
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -506,67 +507,6 @@ def worker_loop(args) -> dict:
     return res
 
 
-def write_ct_volume(path: Path, shape=(512, 512, 200), spacing=(0.75, 0.75, 1.5), seed: int = 0) -> dict:
-    """A HU-like CT volume as NIfTI (int16), stored in LAS orientation (not canonical, so the
-    reorientation round trip of ``infer_volumes`` is exercised).  Phantom anatomy when available."""
-    import nibabel as nib
-
-    t0 = time.perf_counter()
-    try:
-        from flexunet.data.phantom import generate_phantom
-
-        img, _, affine = generate_phantom((seed, 0), shape=shape, spacing=spacing)
-        kind = "phantom"
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        nx, ny, nz = shape
-        u, v = np.meshgrid(np.linspace(-1, 1, nx), np.linspace(-1, 1, ny), indexing="ij")
-        body = (u ** 2 / 0.8 + v ** 2 / 0.6) < 1
-        liver = ((u - 0.35) ** 2 + (v - 0.1) ** 2) < 0.08
-        sl = np.where(body, 20.0, -1000.0) + np.where(liver, 40.0, 0.0)
-        img = np.repeat(sl[:, :, None], nz, axis=2) + rng.normal(0, 15, shape)
-        affine = np.diag([*spacing, 1.0])
-        kind = "synthetic"
-    img = np.asarray(img)[::-1].astype(np.int16)  # LAS: i runs right -> left
-    affine = np.array(affine, dtype=np.float64)
-    affine[:, 0] *= -1
-    affine[0, 3] += spacing[0] * (shape[0] - 1)
-    nib.save(nib.Nifti1Image(img, affine), str(path))
-    return {"kind": kind, "shape": list(shape), "spacing": list(spacing), "seconds": round(time.perf_counter() - t0, 1),
-            "bytes": path.stat().st_size}
-
-
-def worker_e2e(args) -> dict:
-    """Time ``infer_volumes`` (read + infer + postprocess + write) on ``--volume``; check the output."""
-    import nibabel as nib
-
-    from flexunet.infer.predictor import Predictor
-    from flexunet.infer.volume import infer_volumes
-
-    cfg = bench_config("R", args.recommended)
-    model = build_model(cfg, weights=args.weights)
-    pred = Predictor(model, precision=args.precision, channels_last=cfg.train.channels_last)
-    rss_before = C.peak_rss_mb()
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    out = infer_volumes(cfg, [args.volume], args.outdir, predictor=pred, quiet=True)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    res = {"precision": args.precision, "resolved": pred.mode, "seconds": round(wall, 2),
-           "cpu_util": round(cpu / wall, 2), "timings": out.get("timings"), "failures": out.get("failures"),
-           "peak_rss_mb": round(C.peak_rss_mb(), 1), "peak_rss_before_mb": round(rss_before, 1)}
-    if out.get("written"):
-        a, b = nib.load(args.volume), nib.load(out["written"][0])
-        res["input_shape"], res["output_shape"] = list(a.shape), list(b.shape)
-        res["same_shape"] = tuple(a.shape) == tuple(b.shape)
-        res["same_affine"] = bool(np.allclose(a.affine, b.affine, atol=1e-5))
-        lab = np.asarray(b.dataobj)
-        res["output_dtype"] = str(lab.dtype)
-        res["label_counts"] = {int(k): int(v) for k, v in zip(*np.unique(lab, return_counts=True))}
-        res["slices_per_s"] = round(a.shape[2] / wall, 2)
-    return res
-
-
 def worker_train(args) -> dict:
     """Peak RSS (and rate) of ``args.steps`` Lightning training steps with the recommended config."""
     import lightning as L
@@ -737,25 +677,12 @@ def report(results: dict) -> str:
         if ref:
             lines.append(f"\n(fp32 itself vs phantom truth: {', '.join('–' if v is None else f'{v:.3f}' for v in ref)})")
     e2e = results.get("e2e") or {}
-    if e2e.get("runs"):
-        vol = e2e.get("volume", {})
-        lines += ["", f"End to end, `infer_volumes` on one {'x'.join(map(str, vol.get('shape', [])))} "
-                  f"{vol.get('kind', '')} CT NIfTI (read + 2.5D slices + model R + postprocess + write), "
-                  "each in its own process:", ""]
-        erow = []
-        base = None
-        for r in e2e["runs"]:
-            if "seconds" not in r:
-                erow.append([r.get("precision"), None, str(r.get("error", "?"))[:80], None, None, None, None])
-                continue
-            t = (r.get("timings") or [{}])[0]
-            base = base or r["seconds"]
-            erow.append([f"{r['precision']} → {r['resolved']}", r["seconds"],
-                         f"{t.get('read_s', 0):.1f} / {t.get('predict_s', 0):.1f} / {t.get('write_s', 0):.1f}",
-                         _fmt(base / r["seconds"], 2), r.get("slices_per_s"), r["peak_rss_mb"],
-                         "yes" if r.get("same_shape") and r.get("same_affine") else "NO"])
-        lines.append(C.md_table(["precision", "total s", "read / predict / write s", "speed-up vs first row",
-                                 "slices/s", "peak RSS MB", "shape & affine kept"], erow))
+    if e2e.get("e2e"):
+        import infer_stages
+
+        lines += ["", infer_stages.report(e2e)]
+    elif e2e.get("error"):
+        lines += ["", f"infer-volume processes: failed ({e2e['error'][-300:]})"]
     tr = results.get("train_rss") or {}
     if tr.get("runs"):
         lines += ["", f"Training memory, recommended config (SegmentationModule + Lightning, batch "
@@ -826,7 +753,7 @@ def parse_args(argv=None):
     ap.add_argument("--report", metavar="JSON", default=None,
                     help="only print the markdown report of a saved results JSON")
     # internal: subprocess workers
-    ap.add_argument("--worker", choices=("compile", "e2e", "train", "loop"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("compile", "train", "loop"), help=argparse.SUPPRESS)
     ap.add_argument("--loop-path", default="fp32_cl", help=argparse.SUPPRESS)
     ap.add_argument("--config-name", default="R", help=argparse.SUPPRESS)
     ap.add_argument("--volume", help=argparse.SUPPRESS)
@@ -855,7 +782,7 @@ def main(argv=None) -> int:
         print(report(json.loads(Path(args.report).read_text())))
         return 0
     if args.worker:
-        fn = {"compile": worker_compile, "e2e": worker_e2e, "train": worker_train, "loop": worker_loop}[args.worker]
+        fn = {"compile": worker_compile, "train": worker_train, "loop": worker_loop}[args.worker]
         try:
             res = fn(args)
         except Exception as exc:
@@ -1009,19 +936,19 @@ def main(argv=None) -> int:
     # 3. end to end on a volume
     with tempfile.TemporaryDirectory(prefix="flexunet-speed-") as tmp:
         if not args.skip_e2e:
-            vol = Path(tmp) / "ct.nii.gz"
-            print(f"[{time.perf_counter() - t_start:6.0f} s] writing a 512x512x{args.slices} CT volume ...", flush=True)
-            results["e2e"] = {"volume": write_ct_volume(vol, shape=(512, 512, args.slices)), "runs": []}
-            precs = ["32", "auto"]
-            for p in precs:
-                print(f"[{time.perf_counter() - t_start:6.0f} s] infer_volumes precision={p} (subprocess) ...",
-                      flush=True)
-                r = C.run_result_subprocess(_worker_argv(args, "e2e", "--volume", str(vol), "--outdir",
-                                                         str(Path(tmp) / f"out_{p}"), "--precision", p), timeout=1800)
-                results["e2e"]["runs"].append(r)
-                print(f"    {r.get('seconds', r.get('error'))} s, peak RSS {r.get('peak_rss_mb')} MB, shape/affine "
-                      f"kept: {r.get('same_shape')}/{r.get('same_affine')}", flush=True)
-                save()
+            # infer-volume as a user runs it (a process per runtime), and where its time goes: bench/infer_stages.py
+            print(f"[{time.perf_counter() - t_start:6.0f} s] infer-volume on a 512x512x{args.slices} CT: processes "
+                  "and stages (bench/infer_stages.py) ...", flush=True)
+            stages_out = Path(args.out).parent / "infer_stages" if args.out else C.RESULTS_DIR / "infer_stages"
+            cmd = [sys.executable, str(Path(__file__).resolve().parent / "infer_stages.py"), "--slices",
+                   str(args.slices), "--repeats", "1" if args.quick else "2", "--out", str(stages_out)]
+            if args.weights:
+                cmd += ["--weights", args.weights]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
+            stages_json = stages_out / "infer_stages.json"
+            results["e2e"] = (json.loads(stages_json.read_text()) if proc.returncode == 0 and stages_json.exists()
+                              else {"error": proc.stderr[-2000:]})
+            save()
         # 4. training memory
         if not args.skip_train_rss:
             cfg_r = bench_config("R", args.recommended)
