@@ -276,7 +276,7 @@ def evaluate_volumes(pred: str | os.PathLike | np.ndarray | Segmentation,
 
 
 def export_onnx(config: ConfigLike, output: str | os.PathLike, weights: str | os.PathLike | None = None, *,
-                overrides: Overrides = ()) -> Path:
+                overrides: Overrides = (), int8: bool = False) -> Path:
     """Write the model as ONNX (``flexunet export``), its preprocessing contract in the metadata.
 
     The file runs in onnxruntime (``[infer] runtime = "onnxruntime"`` with it as weights, or any
@@ -287,17 +287,21 @@ def export_onnx(config: ConfigLike, output: str | os.PathLike, weights: str | os
         output: the ``.onnx`` path (written atomically).
         weights: one checkpoint (default: ``[infer] weights`` / ``model_dir/best.pt``).
         overrides: applied when ``config`` is a path.
+        int8: quantize to int8, calibrated on up to 64 of the config's ``[valid]`` (else ``[train]``)
+            images; faster where the CPU has int8 dot products (VNNI, AMX), with a small label drift
+            (docs/results.md).
 
     Returns:
         The path written.
 
     Raises:
-        ConfigError: onnx not installed, several checkpoints, a name not ending in .onnx.
+        ConfigError: onnx not installed, several checkpoints, a name not ending in .onnx, no
+            calibration images for int8.
         CheckpointError: missing or mismatched weights.
     """
     from .infer.onnx import export_onnx as run
 
-    return run(as_config(config, overrides), weights, output)
+    return run(as_config(config, overrides), weights, output, int8=int8)
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_run", *, overrides: Overrides = (), minutes: float | None = None,

@@ -148,7 +148,7 @@ def cmd_demo(args):
 def cmd_export(args):
     from .api import export_onnx
 
-    out = export_onnx(_config(args), args.output, weights=args.weights)
+    out = export_onnx(_config(args), args.output, weights=args.weights, int8=args.int8)
     print(f"wrote {out}")
 
 
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config("export", cmd_export, "write the model as ONNX with its preprocessing contract in the metadata")
     add_weights(sp)
     sp.add_argument("--output", required=True, help="the .onnx file to write")
+    sp.add_argument("--int8", action="store_true",
+                    help="quantize to int8, calibrated on up to 64 [valid] (else [train]) images")
 
     sp = sub.add_parser("config-doc", help="print the config reference (markdown)")
     sp.set_defaults(func=cmd_config_doc)

@@ -80,13 +80,66 @@ def onnx_bytes(model: torch.nn.Module, image_size: tuple[int, int], channels: in
     return buf.getvalue()
 
 
-def export_onnx(cfg, weights, output: str | os.PathLike) -> Path:
+def calibration_images(cfg, limit: int = 64) -> tuple[np.ndarray, str]:
+    """Images for int8 calibration: up to ``limit`` of ``[valid]`` images_dir (else ``[train]``), spread
+    evenly over the sorted file names and prepared as the model sees them.
+
+    Returns:
+        float32 (N, C, H, W) and the folder they came from.
+
+    Raises:
+        ConfigError: neither folder holds images.
+    """
+    from ..data.images import list_images, load_image, normalize_image
+    from ..errors import DataError
+
+    for folder in (cfg.valid.images_dir, cfg.train.images_dir):
+        if not folder:
+            continue
+        try:
+            paths = list_images(folder)
+        except DataError:
+            continue
+        step = max(1, len(paths) // limit)
+        images = [normalize_image(load_image(p, cfg), cfg.model.input_normalize) for p in paths[::step][:limit]]
+        return np.stack(images).astype(np.float32), str(folder)
+    raise ConfigError(f"{cfg.source}: int8 export needs calibration images in [valid] or [train] images_dir; "
+                      "expected a sliced dataset (`flexunet slice`) beside the config")
+
+
+def quantize_int8(model_bytes: bytes, images: np.ndarray) -> bytes:
+    """Static int8 quantization (QDQ; per-channel int8 weights, uint8 activations) calibrated on ``images``
+    (float32 (N, C, H, W)); onnxruntime runs it with VNNI/AMX int8 kernels where the CPU has them."""
+    import tempfile
+
+    _require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": images[i:i + 1]} for i in range(len(images))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="flexunet-int8-") as tmp:
+        src, pre, out = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(model_bytes)
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
+def export_onnx(cfg, weights, output: str | os.PathLike, int8: bool = False) -> Path:
     """``flexunet export``: the model of ``cfg`` with ``weights`` as an ONNX file with its contract.
 
     Args:
         cfg: the config the model was trained with.
         weights: one checkpoint path (None: ``[infer] weights`` / ``model_dir/best.pt``; exactly one).
         output: the ``.onnx`` path, written atomically.
+        int8: quantize to int8 (:func:`quantize_int8`), calibrated on :func:`calibration_images`.
 
     Returns:
         The path written.
@@ -109,10 +162,15 @@ def export_onnx(cfg, weights, output: str | os.PathLike) -> Path:
     model = create_model(cfg.model)
     load_weights_into(model, paths[0], cfg.model.model)
     onnx = _require("onnx")
-    proto = onnx.load_from_string(onnx_bytes(model, (cfg.model.image_height, cfg.model.image_width),
-                                             cfg.model.image_channels))
+    blob = onnx_bytes(model, (cfg.model.image_height, cfg.model.image_width), cfg.model.image_channels)
     contract = contract_of(cfg)
     contract["weights"] = Path(paths[0]).name
+    if int8:
+        images, folder = calibration_images(cfg)
+        blob = quantize_int8(blob, images)
+        contract["quantized"] = (f"int8 (QDQ, per-channel weights), calibrated on {len(images)} images of "
+                                 f"{Path(folder).name}")
+    proto = onnx.load_from_string(blob)
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONTRACT_KEY, json.dumps(contract)
     out.parent.mkdir(parents=True, exist_ok=True)
