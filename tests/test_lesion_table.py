@@ -133,7 +133,7 @@ def test_lps_coordinates_negate_x_and_y():
     assert set(lps.row()) >= {"centroid_l_mm", "centroid_p_mm", "centroid_s_mm"}
 
 
-@pytest.mark.parametrize("depth_mm", [0.0, 4.0, 11.5])
+@pytest.mark.parametrize("depth_mm", [0.0, 4.0, 11.5, 30.0])
 def test_distance_to_the_liver_surface_within_one_voxel(depth_mm):
     spacing = (0.8, 0.8, 1.5)
     shape = (150, 150, 100)

@@ -223,34 +223,61 @@ def _axial_measurement(comp: np.ndarray, origin: np.ndarray, affine: np.ndarray,
 
 
 class _SurfaceDistance:
-    """Gap (mm) from voxels inside the liver to its outside, from one distance transform of the liver's box."""
+    """Gap (mm) from a lesion to the outside of the liver, by distance transforms of boxes around it.
+
+    The box starts 10 mm wider than the lesion on each side and doubles until the gap found in it is
+    shorter than the distance to any voxel outside the box (or the box is the whole scan), so the
+    answer is the same as on the whole scan.  Voxels beyond the scan count as liver: the border of the
+    scan is no surface.
+    """
 
     def __init__(self, liver: np.ndarray, spacing: np.ndarray):
+        self.liver = liver
+        self.spacing = spacing
+
+    def _touches(self, voxels: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """True when a voxel outside the liver is one of the lesion's 26 neighbours (a gap of 0)."""
         from scipy import ndimage as ndi
 
-        self.spacing = spacing
-        box = bounding_box(liver)
-        lo = np.array([max(b.start - 1, 0) for b in box])
-        hi = np.array([min(b.stop + 1, n) for b, n in zip(box, liver.shape)])
-        # edge padding: the scan's border continues what it cuts, so it is no surface
-        sub = np.pad(liver[tuple(slice(a, b) for a, b in zip(lo, hi))], 1, mode="edge")
-        self.origin = lo - 1
-        self.empty = bool(sub.all())
-        if not self.empty:
-            self.dist, self.nearest = ndi.distance_transform_edt(sub, sampling=spacing, return_indices=True)
+        blo, bhi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(self.liver.shape))
+        box = tuple(slice(a, b) for a, b in zip(blo, bhi))
+        mask = np.zeros(tuple(bhi - blo), bool)
+        mask[tuple((voxels - blo).T)] = True
+        grown = ndi.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
+        return bool((grown & ~self.liver[box]).any())
 
     def gap(self, voxels: np.ndarray) -> float:
-        """Smallest edge-to-edge gap (mm) from the voxels (N, 3) to a voxel outside the liver."""
-        if self.empty:
-            return math.nan
-        local = voxels - self.origin
-        idx = tuple(local.T)
-        centre = self.dist[idx]
-        outside = np.stack([n[idx] for n in self.nearest], axis=1)
-        vec = (outside - local) * self.spacing
-        unit = vec / np.maximum(centre, 1e-12)[:, None]
-        extent = (np.abs(unit) * self.spacing).sum(1)  # one voxel's half extent at each end of the line
-        return float(max(0.0, np.min(centre - extent)))
+        """Smallest edge-to-edge gap (mm) from the voxels (N, 3) to a voxel outside the liver (NaN: none)."""
+        from scipy import ndimage as ndi
+
+        shape = np.array(self.liver.shape)
+        lo, hi = voxels.min(0), voxels.max(0) + 1
+        if self._touches(voxels, lo, hi):
+            return 0.0
+        reach = float(np.linalg.norm(self.spacing))  # the most a voxel's extent takes off a gap
+        margin = 10.0
+        while True:
+            m = np.ceil(margin / self.spacing).astype(int)
+            blo, bhi = np.maximum(lo - m, 0), np.minimum(hi + m, shape)
+            whole = bool(np.all(blo == 0) and np.all(bhi == shape))
+            sub = self.liver[tuple(slice(a, b) for a, b in zip(blo, bhi))]
+            if sub.all():
+                if whole:
+                    return math.nan
+                margin *= 2
+                continue
+            dist, nearest = ndi.distance_transform_edt(sub, sampling=self.spacing, return_indices=True)
+            local = voxels - blo
+            idx = tuple(local.T)
+            centre = dist[idx]
+            outside = np.stack([n[idx] for n in nearest], axis=1)
+            unit = (outside - local) * self.spacing / np.maximum(centre, 1e-12)[:, None]
+            extent = (np.abs(unit) * self.spacing).sum(1)  # one voxel's half extent at each end of the line
+            found = float(max(0.0, np.min(centre - extent)))
+            # a voxel outside the box is at least margin away from every lesion voxel centre
+            if whole or found <= margin - reach:
+                return found
+            margin *= 2
 
 
 def lesion_table(labels: np.ndarray, affine: np.ndarray, image: np.ndarray | None = None, *,
