@@ -75,15 +75,16 @@ def test_statistics_and_report_agree_with_evaluate_volume_to_0_1_ml(project, thr
     with open(out / "statistics.csv", newline="") as fh:
         rows = {r["case"]: r for r in csv.DictReader(fh)}
     assert set(metrics) == set(rows) == {"phantom_008", "phantom_009"}
-    worst = 0.0
+    worst = {"json/csv": 0.0, "html": 0.0}
     for case, ref in metrics.items():
         stats = json.loads((out / f"{case}.json").read_text())
         html = (out / f"{case}.html").read_text()
         assert ref["tumour_ml"] > 1.0 and ref["liver_ml"] > 100.0  # a real test: both classes present
         for key, label in (("liver_ml", "Liver volume (tumours included)"), ("tumour_ml", "Tumour volume")):
-            for value in (stats[key], float(rows[case][key]), _html_ml(html, label)):
-                worst = max(worst, abs(value - ref[key]))
-                assert value == pytest.approx(ref[key], abs=0.1), (case, key)
+            for where, value in (("json/csv", stats[key]), ("json/csv", float(rows[case][key])),
+                                 ("html", _html_ml(html, label))):  # the page shows one decimal
+                worst[where] = max(worst[where], abs(value - ref[key]))
+                assert value == pytest.approx(ref[key], abs=0.1), (case, key, where)
         assert stats["lesion_count"] == ref["n_tumours"] == len(stats["lesions"])
         assert stats["burden_pct"] == pytest.approx(ref["tumour_pct_of_liver"], abs=0.01)
         # the JSON holds what the issue lists
@@ -94,8 +95,8 @@ def test_statistics_and_report_agree_with_evaluate_volume_to_0_1_ml(project, thr
         with open(out / f"{case}_lesions.csv", newline="") as fh:
             lesion_rows = list(csv.DictReader(fh))
         assert [int(r["id"]) for r in lesion_rows] == list(range(1, stats["lesion_count"] + 1))
-    print(f"largest |statistics - evaluate-volume| {worst:.6f} mL")
-    assert worst <= 0.1
+    print(f"largest |statistics - evaluate-volume| mL: {worst}")
+    assert worst["json/csv"] <= 1e-3 and worst["html"] <= 0.05 + 1e-9
     assert not list(out.glob(".*tmp*"))  # every write atomic: no temporary file left behind
 
 
