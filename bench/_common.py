@@ -257,6 +257,17 @@ def save_results(name: str, data: dict, path: str | os.PathLike | None = None) -
     return dst
 
 
+def save_report(name: str, data: dict, text: str, *folders: str | os.PathLike | None) -> None:
+    """Write ``<name>.json`` (``data``) and ``<name>.md`` (``text``) into each given folder (None skipped)."""
+    for folder in folders:
+        if folder is None:
+            continue
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_results(name, data, folder / f"{name}.json")
+        (folder / f"{name}.md").write_text(text + "\n")
+
+
 def _json_default(o):
     try:
         import numpy as np

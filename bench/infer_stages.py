@@ -289,13 +289,7 @@ def main(argv=None) -> int:
         print(f"stages of {v}: {got.get('stages_s') or got}", flush=True)
     text = report(res)
     print(text)
-    C.save_results("infer_stages", res, out / "infer_stages.json")
-    (out / "infer_stages.md").write_text(text + "\n")
-    if args.report_dir:
-        rd = Path(args.report_dir)
-        rd.mkdir(parents=True, exist_ok=True)
-        C.save_results("infer_stages", res, rd / "infer_stages.json")
-        (rd / "infer_stages.md").write_text(text + "\n")
+    C.save_report("infer_stages", res, text, out, args.report_dir)
     return 0
 
 

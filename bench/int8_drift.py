@@ -101,11 +101,7 @@ def main(argv=None) -> int:
         f"The model alone, 8 slices, best of {args.rounds} interleaved rounds:", "",
         C.md_table(["path", "seconds", "speed-up vs eager fp32"], srows)])
     print(text)
-    if args.report_dir:
-        rd = Path(args.report_dir)
-        rd.mkdir(parents=True, exist_ok=True)
-        C.save_results("int8_drift", res, rd / "int8_drift.json")
-        (rd / "int8_drift.md").write_text(text + "\n")
+    C.save_report("int8_drift", res, text, C.RESULTS_DIR, args.report_dir)
     return 0
 
 

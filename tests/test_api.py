@@ -18,27 +18,14 @@ from flexunet.errors import ConfigError, DataError
 from flexunet.models import create_model
 from flexunet.models.checkpoint import save_weights
 
+from test_infer_volume import CONFIG as VOLUME_CONFIG
 from volume_helpers import synthetic_case, write_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "flexunet"
 
-CONFIG = """[model]
-image_width = 32
-image_height = 32
-image_channels = 3
-num_classes = 3
-base_filters = 4
-base_kernels = (3,3)
-num_layers = 3
-[train]
-model_dir = "./models/"
-precision = "32"
-[slice]
-hu_window = (-100, 250)
-[infer]
-min_tumour_mm3 = 0
-"""
+# the volume project of test_infer_volume, tumour filters off so that an untrained model's small tumours stay
+CONFIG = VOLUME_CONFIG + "[infer]\nmin_tumour_mm3 = 0\n"
 
 
 @pytest.fixture
