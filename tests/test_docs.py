@@ -26,6 +26,10 @@ def test_config_reference_is_in_sync(dc):
     assert dc.check_config_reference() == []
 
 
+def test_the_package_map_names_every_module(dc):
+    assert dc.check_package_map() == []
+
+
 def test_readme_is_at_most_400_lines(dc):
     assert dc.check_readme_length() == []
 

@@ -7,7 +7,8 @@ Checks, over README.md and docs/*.md:
   target Markdown file (GitHub's slugs: lower case, punctuation dropped, spaces to hyphens, ``-1``,
   ``-2``, ... for repeats) or an ``<a id=...>``/``<a name=...>`` in it;
 - docs/config.md holds the current config reference (``tools/sync_docs.py`` regenerates it);
-- README.md has at most ``README_MAX_LINES`` lines.
+- README.md has at most ``README_MAX_LINES`` lines;
+- docs/architecture.md's package map names every module of ``src/flexunet`` and no module that is gone.
 Prints one line per problem and exits 1 when there is any, 0 otherwise.
 """
 from __future__ import annotations
@@ -134,9 +135,24 @@ def check_readme_length(root: Path = ROOT, limit: int = README_MAX_LINES) -> lis
     return [f"README.md has {n} lines; expected at most {limit} (move detail into docs/)"] if n > limit else []
 
 
+def check_package_map(root: Path = ROOT) -> list[str]:
+    """Messages for modules missing from docs/architecture.md's package map, and for listed ones that are gone."""
+    doc = root / "docs" / "architecture.md"
+    pkg = root / "src" / "flexunet"
+    if not doc.exists() or not pkg.is_dir():
+        return []
+    listed = set(re.findall(r"^\|\s*`([\w/]+\.py)`\s*\|", doc.read_text(encoding="utf-8"), re.M))
+    present = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*.py")}
+    out = [f"docs/architecture.md: the package map lacks {m}" for m in sorted(present - listed)]
+    out += [f"docs/architecture.md: the package map lists {m}, which src/flexunet does not have"
+            for m in sorted(listed - present)]
+    return out
+
+
 def problems(root: Path = ROOT) -> list[str]:
     """Every problem the checks find, one line each."""
-    return check_links(doc_files(root), root) + check_config_reference(root) + check_readme_length(root)
+    return (check_links(doc_files(root), root) + check_config_reference(root) + check_readme_length(root)
+            + check_package_map(root))
 
 
 def main() -> int:
@@ -145,7 +161,7 @@ def main() -> int:
         print(f"docs-check: {p}", file=sys.stderr)
     if found:
         return 1
-    print(f"docs-check: {len(doc_files())} files, links, config reference and README length ok")
+    print(f"docs-check: {len(doc_files())} files, links, config reference, README length and package map ok")
     return 0
 
 
