@@ -16,7 +16,7 @@ from flexunet.infer.volume import VolumePredictor  # noqa: E402
 from flexunet.io.volumes import read_volume  # noqa: E402
 from flexunet.report.dicom_seg import read_dicom_seg  # noqa: E402
 
-from test_api import CONFIG, project  # noqa: F401,E402  (fixture)
+from test_api import project  # noqa: F401,E402  (fixture)
 from test_outputs import ThresholdPredictor, threshold_model  # noqa: F401,E402  (fixture)
 from volume_helpers import synthetic_case  # noqa: E402
 
@@ -105,7 +105,6 @@ def check_seg(seg_path: Path, source: Path, labels: np.ndarray, affine: np.ndarr
     for item in ds.PerFrameFunctionalGroupsSequence:
         ref = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         ipp = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
-        k = order.index(ref) if src else None
         if src:
             assert np.allclose(ipp, [float(v) for v in src[ref].ImagePositionPatient], atol=1e-3)
         rows[ref] = ipp

@@ -16,7 +16,7 @@ from flexunet.errors import DataError
 from flexunet.infer.volume import compact_hu, output_formats
 from flexunet.metrics.lesions import lesion_table
 
-from test_api import CONFIG, project  # noqa: F401  (fixture)
+from test_api import project  # noqa: F401  (fixture)
 from volume_helpers import synthetic_case, write_case
 
 

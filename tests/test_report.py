@@ -19,7 +19,7 @@ import pytest
 
 from flexunet.infer.volume import VolumePredictor
 
-from test_api import CONFIG, project  # noqa: F401  (fixture)
+from test_api import project  # noqa: F401  (fixture)
 from test_dicom_seg import write_ct_series
 from test_outputs import ThresholdPredictor
 from volume_helpers import synthetic_case

@@ -50,8 +50,14 @@ _NOT_DICOM = (".txt", ".md", ".csv", ".json", ".xml", ".html", ".pdf", ".nii", "
 
 
 def is_dicom_input(path: str | os.PathLike) -> bool:
-    """True for the inputs read as a DICOM series: a folder, a ``.zip``, a ``.dcm`` file or a file
-    with the DICOM preamble."""
+    """Whether an input is read as a DICOM series.
+
+    Args:
+        path: an ``infer-volume`` input.
+
+    Returns:
+        True for a folder, a ``.zip``, a ``.dcm`` file or a file with the DICOM preamble.
+    """
     p = Path(path)
     if p.is_dir() or p.name.lower().endswith((".zip", ".dcm")):
         return True
@@ -168,7 +174,15 @@ def _code(code):
 
 
 def segment_descriptions(algorithm: str, version: str) -> list:
-    """highdicom SegmentDescriptions of the liver and tumour segments (:data:`SEGMENTS`)."""
+    """The liver and tumour segments (:data:`SEGMENTS`) as highdicom describes them.
+
+    Args:
+        algorithm: the algorithm's name written in the SEG.
+        version: its version.
+
+    Returns:
+        ``highdicom.seg.SegmentDescription`` list, segment 1 first.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 

@@ -50,7 +50,16 @@ class CanonicalView:
 
     @classmethod
     def build(cls, labels: np.ndarray, image: np.ndarray | None, affine: np.ndarray) -> "CanonicalView":
-        """Reorient ``labels`` (X, Y, Z) and ``image`` (same shape) of a grid with ``affine`` to RAS+."""
+        """Reorient a label volume and its CT to RAS+ array order (views, no copies).
+
+        Args:
+            labels: uint8 (X, Y, Z) on the input's grid.
+            image: the CT (X, Y, Z) in HU, or None.
+            affine: the grid's 4x4 voxel-to-world (RAS+ mm) matrix.
+
+        Returns:
+            :class:`CanonicalView`.
+        """
         from nibabel.orientations import apply_orientation, io_orientation
 
         ornt = io_orientation(np.asarray(affine, dtype=np.float64))
@@ -63,7 +72,7 @@ class CanonicalView:
                    spacing=tuple(spacing), ornt=ornt, input_shape=tuple(int(n) for n in labels.shape))
 
     def to_canonical(self, voxel: Sequence[float]) -> np.ndarray:
-        """An input voxel coordinate (i, j, k) as a coordinate of the RAS+ arrays."""
+        """An input voxel coordinate (i, j, k), fractional or not, as a coordinate (3,) of the RAS+ arrays."""
         out = np.zeros(3)
         for a in range(3):
             axis, flip = int(self.ornt[a, 0]), self.ornt[a, 1]
@@ -100,7 +109,17 @@ class Panel:
 
 
 def axial_panel(view: CanonicalView, z: int, crop_mask: np.ndarray | None = None, margin_mm: float = 25.0) -> Panel:
-    """The axial slice ``z`` of the RAS+ arrays, seen from the feet, cropped to ``crop_mask`` (X, Y)."""
+    """An axial slice seen from the feet (anterior up, the patient's right on the left).
+
+    Args:
+        view: the RAS+ arrays.
+        z: the slice's index along RAS+ z.
+        crop_mask: boolean (X, Y): the image is cropped to its bounding box plus ``margin_mm``.
+        margin_mm: margin around the crop mask.
+
+    Returns:
+        :class:`Panel` whose longest side draws :data:`MAX_SIDE` pixels.
+    """
     lab = view.labels[::-1, ::-1, z].T
     grey = _window(None if view.image is None else view.image[::-1, ::-1, z].T, lab.shape)
     return _panel(grey, lab, (view.spacing[0], view.spacing[1]),
@@ -108,7 +127,17 @@ def axial_panel(view: CanonicalView, z: int, crop_mask: np.ndarray | None = None
 
 
 def coronal_panel(view: CanonicalView, y: int, crop_mask: np.ndarray | None = None, margin_mm: float = 40.0) -> Panel:
-    """The coronal slice ``y`` of the RAS+ arrays, seen from the front, cropped to ``crop_mask`` (X, Z)."""
+    """A coronal slice seen from the front (head up, the patient's right on the left).
+
+    Args:
+        view: the RAS+ arrays.
+        y: the slice's index along RAS+ y.
+        crop_mask: boolean (X, Z): the image is cropped to its bounding box plus ``margin_mm``.
+        margin_mm: margin around the crop mask.
+
+    Returns:
+        :class:`Panel`.
+    """
     lab = view.labels[::-1, y, ::-1].T
     grey = _window(None if view.image is None else view.image[::-1, y, ::-1].T, lab.shape)
     return _panel(grey, lab, (view.spacing[0], view.spacing[2]),
@@ -131,7 +160,16 @@ def _panel(grey, lab, spacing_cols_rows, crop_mask, margin_mm, kind) -> Panel:
 
 
 def screen_point(view: CanonicalView, panel: Panel, canonical: Sequence[float]) -> tuple[float, float]:
-    """Where a RAS+ array coordinate appears in the panel's image (x, y in display pixels)."""
+    """Where a point of the RAS+ arrays appears in a panel's image.
+
+    Args:
+        view: the RAS+ arrays.
+        panel: the panel drawn.
+        canonical: (x, y, z) coordinate of the RAS+ arrays (voxel centres at whole numbers).
+
+    Returns:
+        (x, y) in display pixels from the image's top left corner.
+    """
     nx, ny, nz = view.labels.shape
     if panel.kind == "axial":
         col, row = nx - 1 - canonical[0], ny - 1 - canonical[1]
@@ -191,7 +229,14 @@ def render(panel: Panel, lines: Sequence[tuple[tuple[float, float], tuple[float,
 
 
 def png_base64(img) -> str:
-    """A PIL image as a ``data:image/png;base64,...`` URI."""
+    """A PIL image as a ``data:image/png;base64,...`` URI (PNG, optimised).
+
+    Args:
+        img: a ``PIL.Image``.
+
+    Returns:
+        The URI text.
+    """
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
