@@ -881,7 +881,7 @@ def check_dicom_seg_inputs(inputs: Sequence[str], formats: Sequence[str]) -> Non
     """
     if "dicom-seg" not in formats:
         return
-    from ..report.dicom_seg import is_dicom_input
+    from ..io.volumes import is_dicom_input
 
     for p in inputs:
         if Path(p).exists() and not is_dicom_input(p):

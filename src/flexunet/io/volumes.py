@@ -56,6 +56,7 @@ __all__ = [
     "Reorientation",
     "read_nifti",
     "read_dicom_series",
+    "is_dicom_input",
     "dicom_subfolders",
     "read_mrc",
     "read_volume",
@@ -66,6 +67,18 @@ __all__ = [
     "resample_label_to",
     "axcodes_affine",
 ]
+
+
+def is_dicom_input(path: str | os.PathLike) -> bool:
+    """True for the inputs :func:`read_volume` reads as a DICOM series: a folder, a ``.zip``, a ``.dcm``
+    file, or another file (not NIfTI or MRC by name) with the DICOM preamble."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir() or name.endswith((".zip", ".dcm")):
+        return True
+    if name.endswith((".nii", ".nii.gz", ".mrc", ".map", ".mrc.gz", ".mrcs")):
+        return False
+    return p.is_file() and looks_like_dicom_file(p)
 
 
 def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None, series_uid: str | None = None) -> Volume:
@@ -83,10 +96,7 @@ def read_volume(path: str | os.PathLike, *, label: bool = False, spacing=None, s
     if not p.exists():
         raise DataError(f"{p}: not found; expected a .nii/.nii.gz/.mrc file, a .zip or a folder of DICOM files")
     name = p.name.lower()
-    is_dicom = p.is_dir() or name.endswith(".zip") or name.endswith(".dcm") or (
-        p.is_file() and not name.endswith((".nii", ".nii.gz", ".mrc", ".map", ".mrc.gz", ".mrcs"))
-        and looks_like_dicom_file(p))
-    if series_uid is not None and not is_dicom:
+    if series_uid is not None and not is_dicom_input(p):
         raise DataError(f"{p}: a series UID ({series_uid}) was given for a file that is not DICOM; expected a DICOM "
                         "folder, .zip or file")
     if p.is_dir():

@@ -49,26 +49,6 @@ _NOT_DICOM = (".txt", ".md", ".csv", ".json", ".xml", ".html", ".pdf", ".nii", "
               ".mrc", ".npy", ".npz", ".pt", ".ckpt")
 
 
-def is_dicom_input(path: str | os.PathLike) -> bool:
-    """Whether an input is read as a DICOM series.
-
-    Args:
-        path: an ``infer-volume`` input.
-
-    Returns:
-        True for a folder, a ``.zip``, a ``.dcm`` file or a file with the DICOM preamble.
-    """
-    p = Path(path)
-    if p.is_dir() or p.name.lower().endswith((".zip", ".dcm")):
-        return True
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _read_header(fileobj, name: str):
     import pydicom
     from pydicom.errors import InvalidDicomError
