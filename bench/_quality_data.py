@@ -3,13 +3,16 @@
 Everything is written under a cache folder (``bench/results/cache/`` by
 default, git-ignored) and reused on the next run when its parameters match.
 
-Facts this module relies on (measured, see ``bench/quality.py --help`` and the
-report it writes):
+Facts this module relies on (``../shared/data/README.md``; :func:`prepare_real`
+checks the voxel counts and notes any difference):
 
-* 3D-IRCADb-01 patients 1 and 17 come from ``../shared/data/3Dircadb1`` and
-  are imported with ``flexunet import ircadb`` unchanged (patient 1: 2,865,131
-  liver voxels, tumours included and not separable; patient 17: 1,920,507
-  liver + 185,990 tumour voxels).
+* 3D-IRCADb-01 patients 1, 7 and 17 come from ``../shared/data/3Dircadb1`` and
+  are imported with ``flexunet import ircadb`` unchanged.  The importer takes a
+  tumour mask only when it lies in the liver mask, so patient 1 gets its seven
+  tumours (2,650,863 liver + 214,268 tumour voxels), patient 7 none (its
+  ``tumor`` is another organ's: 1,461,944 liver voxels) and patient 17 two
+  (1,920,507 + 185,990).  The structures it took and left out are kept in the
+  report (``import_notes``).
 * LiTS volume 117 comes from the PyPI wheel ``liver-ct-segmentation-package
   ==1.6.0`` (``pip download --no-deps``).  Its ``img_117.mrc`` is a 128^3
   **crop around the liver** (the liver touches all six faces), with no voxel
@@ -20,9 +23,13 @@ report it writes):
   axial ones of IRCADb.  :func:`fix_lits117` therefore permutes the axes to
   RAS, assumes 1.45 mm isotropic voxels (vertebral pitch of 20-23 voxels
   along the body axis, a liver of 1.9 L) and pads the crop with air
-  (-1000 HU, label 0) to a 256x256 axial canvas placed so the liver sits where
-  it sits in IRCADb slices (anterior, patient's right), so that the liver has
-  about the same size in pixels as in the IRCADb slices.
+  (-1000 HU, label 0) to a 256x256 axial canvas, so that the liver has about
+  the same size in pixels as in the IRCADb slices.  Where the crop goes on the
+  canvas is decided by this case alone: its own liver centroid (from its own
+  labels) is put at the fixed canvas position :data:`LITS_LIVER_AT`, right of
+  the midline and centred front to back.  No other patient is looked at, so
+  the placement is the same in every fold and cannot carry anything of a test
+  patient.
 * The original recipe has no HU window: :func:`make_minmax` maps each volume's
   own HU min..max linearly to 0..255 (rounded, as an 8-bit PNG would hold it)
   and the benchmark slices those volumes with ``hu_window = (0, 255)``.
@@ -45,15 +52,20 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 IRCADB_ROOT = SHARED_DATA / "3Dircadb1"
 WHEEL_SPEC = "liver-ct-segmentation-package==1.6.0"
-PREP_VERSION = 4
+PREP_VERSION = 5
+
+#: the IRCADb patients of the benchmark and their voxel counts under the LiTS labelling rule
+#: (label 1 liver, label 2 tumour), as ../shared/data/README.md gives them
+IRCADB_PATIENTS = (1, 7, 17)
+EXPECTED_VOXELS = {"ircadb_1": (2_650_863, 214_268), "ircadb_7": (1_461_944, 0), "ircadb_17": (1_920_507, 185_990)}
 
 # LiTS 117 fix (see the module docstring)
 LITS_SPACING_MM = 1.45
 LITS_CANVAS = 256
-# where the crop's centre goes on the canvas, as fractions of the RAS in-plane axes (i towards the patient's
-# right, j towards anterior): the liver centroids of IRCADb 1 / 17 on their largest liver slice lie at
-# (i, j) = (0.65, 0.56) and (0.62, 0.64)
-LITS_CENTRE_RAS = (0.63, 0.60)
+#: where LiTS 117's own liver centroid goes on the canvas, as fractions of the RAS in-plane axes (i towards
+#: the patient's right, j towards anterior): a fixed position, a quarter of the way from the canvas centre to
+#: its right edge and centred front to back (the liver lies right of the midline); measured on no patient
+LITS_LIVER_AT = (0.625, 0.5)
 
 
 def log(msg: str) -> None:
@@ -216,32 +228,50 @@ def fetch_lits117(cache: Path, python: str = sys.executable) -> tuple[Path | Non
     return dst, f"LiTS 117 from {wheels[0].name}"
 
 
+def lits_to_ras(x: np.ndarray) -> np.ndarray:
+    """An array of the imported LiTS-117 crop with its axes as RAS (see :func:`fix_lits117`)."""
+    x = np.transpose(x, (1, 2, 0))  # (R->L, A->P, I->S)
+    return x[::-1, ::-1, :]         # (L->R, P->A, I->S)
+
+
+def crop_origin(label_ras: np.ndarray, canvas: int, liver_at: tuple[float, float] = LITS_LIVER_AT) -> tuple[int, int]:
+    """Where a crop goes on a ``canvas`` x ``canvas`` grid so that its own liver centroid (label >= 1, in-plane
+    RAS ``i, j``) lands at ``liver_at`` (fractions of the canvas), clipped so the crop stays on the canvas.
+
+    Depends only on this crop's labels and the fixed ``liver_at``.
+    """
+    ni, nj = label_ras.shape[:2]
+    big = max(canvas, ni, nj)
+    fg = label_ras >= 1
+    n = int(fg.sum())
+    if n:
+        ci = float((fg.sum(axis=(1, 2)) * np.arange(ni)).sum() / n)
+        cj = float((fg.sum(axis=(0, 2)) * np.arange(nj)).sum() / n)
+    else:  # no liver: centre the crop
+        ci, cj = (ni - 1) / 2.0, (nj - 1) / 2.0
+    i0 = int(np.clip(round(liver_at[0] * (big - 1) - ci), 0, big - ni))
+    j0 = int(np.clip(round(liver_at[1] * (big - 1) - cj), 0, big - nj))
+    return i0, j0
+
+
 def fix_lits117(raw_case: Path, dst_case: Path, spacing: float = LITS_SPACING_MM, canvas: int = LITS_CANVAS,
-                centre_ras: tuple[float, float] = LITS_CENTRE_RAS) -> dict:
+                liver_at: tuple[float, float] = LITS_LIVER_AT) -> dict:
     """Reorient the imported LiTS-117 crop to RAS (axial slices like IRCADb) and pad it onto an air canvas.
 
     Imported array axes (measured on the anatomy, see the module docstring):
     0 = inferior->superior, 1 = right->left, 2 = anterior->posterior.  RAS wants
-    0 = left->right, 1 = posterior->anterior, 2 = inferior->superior.
+    0 = left->right, 1 = posterior->anterior, 2 = inferior->superior.  The crop is placed so that its own
+    liver centroid lands at ``liver_at`` (:func:`crop_origin`).
     """
     from flexunet.io.volumes import read_volume
 
     img = read_volume(raw_case / "image.nii.gz")
     lab = read_volume(raw_case / "label.nii.gz", label=True)
-    a = np.asarray(img.array, dtype=np.float32)
-    lb = np.asarray(lab.array).astype(np.uint8)
-
-    def to_ras(x):
-        x = np.transpose(x, (1, 2, 0))  # (R->L, A->P, I->S)
-        return x[::-1, ::-1, :]         # (L->R, P->A, I->S)
-
-    a, lb = to_ras(a), to_ras(lb)
+    a = lits_to_ras(np.asarray(img.array, dtype=np.float32))
+    lb = lits_to_ras(np.asarray(lab.array).astype(np.uint8))
     ni, nj, nk = a.shape
     big = max(canvas, ni, nj)
-    ci = int(round(centre_ras[0] * big))
-    cj = int(round(centre_ras[1] * big))
-    i0 = int(np.clip(ci - ni // 2, 0, big - ni))
-    j0 = int(np.clip(cj - nj // 2, 0, big - nj))
+    i0, j0 = crop_origin(lb, canvas, liver_at)
     img_c = np.full((big, big, nk), -1000.0, np.float32)
     lab_c = np.zeros((big, big, nk), np.uint8)
     img_c[i0:i0 + ni, j0:j0 + nj] = a
@@ -255,6 +285,7 @@ def fix_lits117(raw_case: Path, dst_case: Path, spacing: float = LITS_SPACING_MM
         "transform": "array.transpose(1, 2, 0)[::-1, ::-1, :] -> RAS; slices along k are axial",
         "spacing_mm_assumed": spacing,
         "canvas": [big, big, nk],
+        "placement": f"own liver centroid at canvas fractions (i, j) = {tuple(liver_at)}",
         "crop_origin_on_canvas": [i0, j0],
         "pad_value_hu": -1000,
     }
@@ -263,11 +294,30 @@ def fix_lits117(raw_case: Path, dst_case: Path, spacing: float = LITS_SPACING_MM
 # --------------------------------------------------------------------------- real data
 
 
-def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.executable) -> dict:
-    """Import IRCADb 1 and 17 and LiTS 117 into ``cache/cases_raw``, build ``cache/cases`` (fixed LiTS 117).
+def _manifest_rows(raw: Path) -> dict[str, dict]:
+    from flexunet.data.importers import read_manifest
 
-    Returns ``{"cases_dir", "cases": {case_id: facts}, "notes": [...], "lits117_fix": {...}}``; cases that
-    cannot be had are left out with a note.
+    if not (raw / "manifest.csv").exists():
+        return {}
+    return {row["case_id"]: row for row in read_manifest(raw / "manifest.csv")}
+
+
+def _counts(row: dict | None) -> tuple[int, int] | None:
+    try:
+        return int(row["n_liver"]), int(row["n_tumour"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.executable) -> dict:
+    """Import IRCADb 1, 7 and 17 and LiTS 117 into ``cache/cases_raw``, build ``cache/cases`` (fixed LiTS 117).
+
+    An IRCADb case is (re)imported when it is missing or its manifest counts differ from
+    :data:`EXPECTED_VOXELS` (an import made before the importer took tumours by their overlap with the
+    liver); counts that still differ after a fresh import are noted.
+
+    Returns ``{"cases_dir", "cases": {case_id: facts}, "notes": [...], "import_notes": {case_id: text},
+    "lits117_fix": {...}}``; cases that cannot be had are left out with a note.
     """
     from flexunet.data.importers import import_dataset
 
@@ -275,19 +325,35 @@ def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.e
     raw = cache / "cases_raw"
     cases = cache / "cases"
     ircadb_root = data_root / "3Dircadb1"
-    patients = {1: ircadb_root / "3Dircadb1.1", 17: ircadb_root / "3Dircadb1.17"}
+    patients = {n: ircadb_root / f"3Dircadb1.{n}" for n in IRCADB_PATIENTS}
     if not ircadb_root.is_dir():
         notes.append(f"3D-IRCADb-01 not found at {ircadb_root}: real-CT folds skipped")
+    rows = _manifest_rows(raw)
     for n, p in patients.items():
         cid = f"ircadb_{n}"
-        if (raw / cid / "label.nii.gz").exists():
+        have = (raw / cid / "label.nii.gz").exists()
+        if have and _counts(rows.get(cid)) == EXPECTED_VOXELS[cid]:
             continue
         if not p.is_dir():
             if ircadb_root.is_dir():
                 notes.append(f"{p} not found: {cid} skipped")
             continue
+        if have:
+            log(f"{cid}: cached import has (liver, tumour) voxels {_counts(rows.get(cid))}, expected "
+                f"{EXPECTED_VOXELS[cid]}: importing again")
+            shutil.rmtree(raw / cid)
         log(f"importing {p}")
         import_dataset("ircadb", p, raw, progress=False)
+        rows = _manifest_rows(raw)
+    import_notes = {}
+    for n in patients:
+        cid = f"ircadb_{n}"
+        if cid in rows:
+            import_notes[cid] = rows[cid].get("notes", "")
+            got = _counts(rows[cid])
+            if got != EXPECTED_VOXELS[cid]:
+                notes.append(f"{cid}: imported (liver, tumour) voxels {got} differ from ../shared/data/README.md's "
+                             f"{EXPECTED_VOXELS[cid]}")
     lits_dir, msg = fetch_lits117(cache, python)
     notes.append(msg)
     if lits_dir is not None and not (raw / "mrc_117" / "label.nii.gz").exists():
@@ -295,8 +361,9 @@ def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.e
         import_dataset("mrc", lits_dir, raw, progress=False)
 
     params = {"version": PREP_VERSION, "lits_spacing": LITS_SPACING_MM, "canvas": LITS_CANVAS,
-              "centre": list(LITS_CENTRE_RAS),
-              "have": sorted(p.name for p in raw.iterdir() if (p / "label.nii.gz").exists()) if raw.is_dir() else []}
+              "liver_at": list(LITS_LIVER_AT),
+              "have": sorted(p.name for p in raw.iterdir() if (p / "label.nii.gz").exists()) if raw.is_dir() else [],
+              "counts": {c: list(_counts(r) or ()) for c, r in sorted(rows.items())}}
     facts: dict = {}
     fix: dict = {}
     if not _stamp_ok(cases, params):
@@ -324,12 +391,11 @@ def prepare_real(cache: Path, data_root: Path = SHARED_DATA, python: str = sys.e
         notes.append(f"orientation check (largest liver slice of each case as the slicer shows it): "
                      f"{cache / 'orientation.png'}")
     if "lits_117" in facts:
-        lv = facts["lits_117"]["liver_centroid_ras_ij"][0]
-        iv = [facts[c]["liver_centroid_ras_ij"][0] for c in ("ircadb_1", "ircadb_17") if c in facts]
-        same = all((lv - 0.5) * (v - 0.5) > 0 for v in iv)
-        notes.append("LiTS 117 liver on the same side of the display as IRCADb's after the fix: "
-                     + ("yes" if same else "NO (check orientation.png)"))
-    return {"cases_dir": str(cases), "cases": facts, "notes": notes, "lits117_fix": fix}
+        right = facts["lits_117"]["liver_centroid_ras_ij"][0] > 0.5
+        notes.append("LiTS 117 liver on the patient's right after the fix: " + ("yes" if right else
+                                                                                "NO (check orientation.png)"))
+    return {"cases_dir": str(cases), "cases": facts, "notes": notes, "import_notes": import_notes,
+            "lits117_fix": fix}
 
 
 # --------------------------------------------------------------------------- the original's preprocessing

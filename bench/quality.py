@@ -1,56 +1,74 @@
 #!/usr/bin/env python
-"""Real-CT quality benchmark: the original's recipe vs FlexUNet's recommended CT defaults, same data, same budget.
+"""Real-CT quality benchmark: leave one patient out over IRCADb 1, 7 and 17, every choice made away from the
+test patient; the original's recipe (a) beside FlexUNet's recommended recipe (b) under the same training time.
 
-    python bench/quality.py [--budget-minutes 60] [--folds all|tumour|liver] [--recipes a,b,c]
-                            [--out bench/results/quality]        (or: make bench-quality)
+    python bench/quality.py --folds all --seeds 3        (the documented run; also: make bench-quality)
 
-Data (prepared once, cached under ``bench/results/cache/``, git-ignored): 3D-IRCADb-01 patients 1 and 17
-from ``../shared/data/3Dircadb1`` and LiTS volume 117 from the PyPI wheel
-``liver-ct-segmentation-package==1.6.0`` (``pip download --no-deps``; that case is skipped with a
-message when the download fails), plus ``flexunet phantom`` cases for recipe (c).  LiTS 117 is a 128^3
-crop around the liver whose array axes are not RAS: it is re-oriented and padded (``_quality_data.py``
-says how and why).  Without ``../shared/data`` the real folds are skipped with a message.
+    python bench/quality.py [--budget-minutes 20] [--folds all|1,7,17] [--seeds 3] [--seeds-a 1]
+                            [--recipes a,b] [--selection-only] [--set [RECIPE:]SECTION.KEY=VALUE ...]
+                            [--out bench/results/quality] [--report-dir bench/reports/quality]
+    python bench/quality.py --smoke --out DIR            (tiny phantom patients, seconds: what the tests run)
 
-Folds (patient-wise; the split is printed in the report):
+Data (prepared once, cached under ``bench/results/cache/``, git-ignored; ``_quality_data.py`` says how):
+3D-IRCADb-01 patients 1, 7 and 17 from ``../shared/data/3Dircadb1`` imported with ``flexunet import ircadb``
+(patient 1 with its seven tumours, patient 7 a tumour-free liver beside another organ's tumour, patient 17
+with two tumours), and LiTS volume 117 from the PyPI wheel ``liver-ct-segmentation-package==1.6.0``
+(re-oriented to RAS and placed on an air canvas by its own liver centroid; left out with a note when the
+download fails).  Without ``../shared/data`` the real folds are skipped with a message.
 
-* ``tumour`` (T): test ircadb_17 (the only real case with separate tumour labels besides LiTS 117);
-  train ircadb_1 + lits_117.  Patient 1's label includes its tumours as liver, so in this fold it
-  teaches "tumour tissue = liver" (``--p1-in-tumour-fold exclude`` leaves it out instead).
-* ``liver`` (L): test ircadb_1, liver metrics only (its tumours are inside its liver label); train
-  ircadb_17 + lits_117.
+Protocol
+--------
+1. Folds: leave one patient out over IRCADb 1, 7 and 17 (three folds); LiTS 117 is always in training.
+2. Training: each run (recipe x fold x seed) slices only its training patients (a folder of links to
+   them); its validation set is held-out axial blocks of those patients' slices (``VALID_BLOCK`` slices,
+   one block in ``VALID_PERIOD``), moved from ``train/`` to ``valid/``.  ``best.pt`` is the epoch with the
+   lowest validation loss: the number of epochs is chosen there.
+3. Selection (:func:`select`): it is given only the training patients' case folders (the run's own
+   folder of links, which holds no test patient), the trained weights and the validation slice indices.
+   It segments the training patients' volumes once, applies every postprocessing candidate of
+   :func:`postprocess_grid` (off, ``fill_holes``, ``min_tumour_mm3``, ``tumour_grow`` /
+   ``tumour_grow_beyond``) and keeps the one with the highest pooled liver Dice + tumour Dice on the
+   validation blocks.  Whole-recipe choices (augmentation, 2.5D, planes, loss...) are compared with
+   ``--selection-only``, which runs steps 1-3 and never opens a test patient.
+4. Test: the test patient is segmented and scored once per run, with the selected postprocessing
+   (``infer-volume`` then ``evaluate-volume``): liver Dice, tumour Dice where it has tumours (1, 17),
+   tumour volume found where it has none (7, mL), ASSD, HD95, volumetry errors.
+5. Budget: every run trains for ``--budget-minutes`` of wall time (default 20 per fold), whatever its
+   recipe: ``[train] max_time_stop = "batch"`` lets the last epoch be cut when the minutes run out (and
+   validates it), no early stopping and no epoch cap, so a recipe with long epochs, as (a), trains for
+   as long as one with short ones.  Slicing, selection and testing come on top (see the stages table).
 
-Validation: no real patient can be spared, so each run validates on a held-out slice subset of its own
-training patients (axial blocks of ``VALID_BLOCK`` slices, one block in ``VALID_PERIOD``), moved from
-``train/`` to ``valid/`` after slicing.  Those slices neighbour training slices: ``val_loss`` is
-optimistic and only selects the checkpoint (``best.pt``) and drives the LR reducer / early stopping.
+Recipes:
 
-Recipes (each run through the CLI in its own subprocess: slice, train, evaluate, infer-volume,
-evaluate-volume; peak RSS per stage is reported):
+* (a) the original's recipe: its config (``../shared/seed/train_eval_infer.config``, or the embedded
+  copy: 512^2, 8 layers, 9x9 kernels, CE, Adam lr 5e-5, clip 0.4, batch 2, no augmentation, no
+  BatchNorm) and its preprocessing (no HU window: each volume's own HU min..max mapped to 0..255, the
+  grey slice replicated to 3 channels, no 2.5D), no postprocessing; ``--seeds-a`` seeds (default 1).
+* (b) FlexUNet's recommended CT config (``projects/liver-tumor-ct/train_eval_infer.config``) with the
+  postprocessing the selection step picks; ``--seeds`` seeds (default 3, ``train.seed`` 42, 43, ...),
+  reported as mean, standard deviation and range.
 
-* (a) the original's recipe: its config (``../shared/seed/train_eval_infer.config``: 512^2, 8 layers,
-  9x9 kernels, CE, Adam lr 5e-5, clip 0.4, batch 2, no augmentation, no BatchNorm) and its
-  preprocessing: no HU window; each volume's own HU min..max mapped to 0..255, the grey slice
-  replicated to 3 channels (no 2.5D); no postprocessing.  Also its metric: ``dice_coef_multiclass``
-  on the held-out patient's slices (``flexunet evaluate``).
-* (b) FlexUNet's recommended CT config (``projects/liver-tumor-ct/train_eval_infer.config``): HU window,
-  2.5D, Dice+CE, BatchNorm, augmentation; ``infer-volume`` postprocessing (largest liver component,
-  tumour inside the liver, holes filled).
-* (c) phantom-only: the recommended config trained on ``--phantoms`` phantom cases only (one phantom
-  validates), evaluated on the liver of patients 1 and 17.
+Output: ``<out>/runs/<run>/`` (git-ignored) keeps each run's config, logs, dataset, weights, predictions
+and ``summary.json``; ``<out>/quality.{md,json,csv}`` the tables.  The small per-run summaries (JSON, no
+weights) and the tables are also written to ``--report-dir`` (default ``bench/reports/quality/``, the
+folder whose files the docs quote and which is committed): ``runs/<run>.json``, ``quality.md``,
+``quality.csv``.  A run's name holds its recipe, test patient, seed and budget.
 
-Budget: ``--budget-minutes`` is the *training* time of one recipe, split equally across the folds it runs
-(``[train] max_time_minutes``; Lightning stops after the batch that crosses it, validation included).
-Recipe (c) trains once, for ``--phantom-minutes`` (default: one fold's share).  Slicing, inference and
-metrics come on top and are reported per stage.
+Resuming: a run whose ``summary.json`` exists with the same key (config, grid, cases, protocol) is
+skipped; an interrupted run keeps its finished stages (slicing, training, selection) and an interrupted
+training continues from ``last.ckpt`` with the time it had already trained.
 
-Output: ``<out>/quality.md`` (the tables, also printed) and ``<out>/quality.json``; each run's folder
-``<out>/runs/<recipe>_<fold>/`` keeps its config, logs, ``history.json``, predictions and metrics.
+Wall time of the documented run on 2 cores: 3 folds x (3 + 1) runs x 20 training minutes = 4 hours of
+training, plus slicing, the last epoch's validation, selection and testing, about 5-7 minutes per run
+for (b) and more for (a), whose 512^2 model infers slowly: about 5 to 6 hours in all.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -58,6 +76,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -79,9 +98,19 @@ SEED_CONFIG = qd.SHARED / "seed" / "train_eval_infer.config"
 CT_CONFIG = REPO / "projects" / "liver-tumor-ct" / "train_eval_infer.config"
 DEFAULT_OUT = BENCH / "results" / "quality"
 DEFAULT_CACHE = BENCH / "results" / "cache"
+DEFAULT_REPORT_DIR = BENCH / "reports" / "quality"
+PROTOCOL_VERSION = 1  # part of every run's key: a change of protocol reruns the runs
+PATIENTS = tuple(f"ircadb_{n}" for n in qd.IRCADB_PATIENTS)
+ALWAYS_TRAIN = ("lits_117",)
+BASE_SEED = 42
+DEFAULT_BUDGET_MINUTES = 20.0
 VALID_BLOCK = 6    # validation: axial blocks of 6 slices ...
 VALID_PERIOD = 6   # ... one block in 6 (about 1/6 of each training patient's slices)
-TARGETS = {"liver": 0.93, "tumour": 0.60, "delta_liver": 0.05, "delta_tumour": 0.15}
+#: the figures to beat (mean over the folds), not thresholds of any test
+GOALS = {"liver": 0.95, "tumour": 0.65, "false_tumour_ml": 5.0, "delta_liver": 0.05, "delta_tumour": 0.15}
+#: what a run sets on top of its recipe so that every recipe trains for the same wall time
+EQUAL_BUDGET_SETS = {"train.max_time_stop": "batch", "train.epochs": 100000, "train.patience": 0,
+                     "train.epoch_change_infer": False, "train.create_backup": False}
 
 # The original's config (TensorFlowFlexUNet, 3D-Liver-Tumor), used when ../shared/seed is absent.
 ORIGINAL_CONFIG_TEXT = """; the original's train_eval_infer.config (3D-Liver-Tumor), embedded copy
@@ -147,6 +176,14 @@ mask_file_format = ".png"
 rgb_map = {(0,0,0):0,(0,0,255):1,(255,0,0):2}
 """
 
+# a model small enough that a run on 32^2 phantoms takes seconds (--smoke)
+SMOKE_SETS = {
+    "model.image_width": 32, "model.image_height": 32, "model.base_filters": 4, "model.base_kernels": (3, 3),
+    "model.num_layers": 3, "train.batch_size": 4, "train.num_workers": 0, "train.precision": "32",
+    "train.max_steps_per_epoch": 2,
+}
+SMOKE_BUDGET_MINUTES = 0.02
+
 
 # --------------------------------------------------------------------------- recipes and folds
 
@@ -158,14 +195,13 @@ class Recipe:
     template: str            # config text
     template_source: str
     preprocessing: str       # "minmax" (the original's) or "window" (the config's HU window)
-    postprocess: bool
-    evaluate2d: bool
+    postprocess: bool        # whether the selection step may choose postprocessing (else: none)
     sets: dict               # "section.key" -> value (Python object), applied on top of the template
 
 
 @dataclasses.dataclass
 class Fold:
-    name: str                # "T", "L", "P", ...
+    name: str                # the test patient's case id
     title: str
     train: list[str]
     test: list[str]
@@ -190,41 +226,71 @@ def slice_defaults(ct_text: str, source: str = "<recommended config>") -> dict:
 
 def build_recipes(keys, ct_text: str, ct_source: str, seed_text: str, seed_source: str) -> dict[str, Recipe]:
     same_slices = slice_defaults(ct_text)
-    common = {"train.epoch_change_infer": False}
     out = {}
     if "a" in keys:
-        out["a"] = Recipe("a", "original recipe (its config, min-max preprocessing, no 2.5D)", seed_text,
-                          seed_source, "minmax", postprocess=False, evaluate2d=True,
-                          sets={**common, "slice.hu_window": (0, 255), "slice.context_slices": False,
+        out["a"] = Recipe("a", "original recipe (its config, min-max preprocessing, no 2.5D, no postprocessing)",
+                          seed_text, seed_source, "minmax", postprocess=False,
+                          sets={"slice.hu_window": (0, 255), "slice.context_slices": False,
                                 **{f"slice.{k}": v for k, v in same_slices.items()}})
     if "b" in keys:
-        out["b"] = Recipe("b", "FlexUNet recommended CT defaults", ct_text, ct_source, "window",
-                          postprocess=True, evaluate2d=True, sets=dict(common))
-    if "c" in keys:
-        out["c"] = Recipe("c", "phantom-only model (recommended CT config)", ct_text, ct_source, "window",
-                          postprocess=True, evaluate2d=False, sets=dict(common))
+        out["b"] = Recipe("b", "FlexUNet recommended CT recipe (postprocessing chosen by the selection step)",
+                          ct_text, ct_source, "window", postprocess=True, sets={})
     return out
 
 
-def real_folds(have: set[str], which: str, p1_in_tumour_fold: str = "liver") -> tuple[list[Fold], list[str]]:
+def lopo_folds(have: set[str], patients=PATIENTS, always=ALWAYS_TRAIN, tumour_free=()) -> tuple[list[Fold], list[str]]:
+    """Leave one patient out over ``patients`` (those in ``have``); ``always`` cases are in every training set.
+
+    A test patient in ``tumour_free`` is scored for the tumour it is given where it has none (mL)."""
     notes = []
+    pts = [p for p in patients if p in have]
+    extra = [c for c in always if c in have]
+    for c in always:
+        if c not in have:
+            notes.append(f"{c} unavailable: the folds train on the other patients only")
     folds = []
-    lits = ["lits_117"] if "lits_117" in have else []
-    if not lits:
-        notes.append("lits_117 unavailable: folds train on IRCADb only (no tumour labels in fold T!)")
-    if which in ("all", "tumour") and "ircadb_17" in have:
-        train = (["ircadb_1"] if "ircadb_1" in have and p1_in_tumour_fold == "liver" else []) + lits
-        note = ("ircadb_1 trains with its liver-only label (its tumours count as liver: a bias against tumour "
-                "recall)" if "ircadb_1" in train else "ircadb_1 left out of this fold")
-        if train:
-            folds.append(Fold("T", "tumour fold: hold out patient 17", train, ["ircadb_17"],
-                              tumour_cases=["ircadb_17"], note=note))
-    if which in ("all", "liver") and "ircadb_1" in have:
-        train = (["ircadb_17"] if "ircadb_17" in have else []) + lits
-        if train:
-            folds.append(Fold("L", "liver fold: hold out patient 1 (liver only)", train, ["ircadb_1"],
-                              note="patient 1's label holds liver and tumour as one class: liver metrics only"))
+    for test in pts:
+        train = [p for p in pts if p != test] + extra
+        if not train:
+            continue
+        tumour = test not in tumour_free
+        folds.append(Fold(test, f"hold out {test}", train, [test], tumour_cases=[test] if tumour else [],
+                          note=("tumour Dice scored" if tumour else
+                                "no liver tumour: the tumour volume found is reported (mL)")))
     return folds, notes
+
+
+def real_folds(have: set[str], which: str = "all", facts: dict | None = None) -> tuple[list[Fold], list[str]]:
+    """The real-CT folds: :func:`lopo_folds` over :data:`PATIENTS`, then those ``which`` names.
+
+    ``which``: ``all``, or a comma list of patients (``1,17``, ``ircadb_7``); ``tumour`` is patient 17's
+    fold, ``liver`` patient 1's.  ``facts`` (case id -> :func:`_quality_data.case_facts`) tells which test
+    patients have no tumour label; without it, patient 7 is the tumour-free one (README)."""
+    if facts:
+        free = tuple(c for c in PATIENTS if c in facts and not facts[c].get("voxels_tumour_label2"))
+    else:
+        free = tuple(c for c, (_, t) in qd.EXPECTED_VOXELS.items() if t == 0)
+    folds, notes = lopo_folds(have, PATIENTS, ALWAYS_TRAIN, free)
+    want = _fold_names(which)
+    if want is not None:
+        folds = [f for f in folds if f.name in want]
+        missing = want - {f.name for f in folds}
+        if missing:
+            notes.append(f"fold(s) {', '.join(sorted(missing))} cannot run (patient not available)")
+    return folds, notes
+
+
+def _fold_names(which: str) -> set[str] | None:
+    which = (which or "all").strip().lower()
+    if which == "all":
+        return None
+    alias = {"tumour": "17", "tumor": "17", "liver": "1"}
+    out = set()
+    for item in which.split(","):
+        item = alias.get(item.strip(), item.strip())
+        if item:
+            out.add(item if not item.isdigit() else f"ircadb_{int(item)}")
+    return out
 
 
 # --------------------------------------------------------------------------- config text editing
@@ -336,28 +402,53 @@ def run_cli(args: list[str], log_path: Path, cwd: Path | None = None, inprocess:
             "stdout": text}
 
 
+_PNG_NAME = re.compile(r"^(?P<case>.+?)(?:_(?P<plane>axial|coronal|sagittal))?_(?P<k>\d{4})\.png$")
+
+
 def split_valid_blocks(dataset: Path, block: int = VALID_BLOCK, period: int = VALID_PERIOD) -> dict:
-    """Move slices in axial blocks (``k // block % period == period // 2``) from train/ to valid/."""
+    """Move slices in blocks (``k // block % period == period // 2``, per case and plane) from train/ to valid/.
+
+    A case too short for a block gives every ``period``-th slice instead."""
     moved, kept = 0, 0
     tr_i, tr_m = dataset / "train" / "images", dataset / "train" / "masks"
     va_i, va_m = dataset / "valid" / "images", dataset / "valid" / "masks"
     va_i.mkdir(parents=True, exist_ok=True)
     va_m.mkdir(parents=True, exist_ok=True)
-    per_case: dict[str, list[Path]] = {}
+    groups: dict[tuple[str, str], list[tuple[int, Path]]] = {}
     for f in sorted(tr_i.glob("*.png")):
-        m = re.match(r"^(.*)_(\d{4})\.png$", f.name)
+        m = _PNG_NAME.match(f.name)
         if m:
-            per_case.setdefault(m.group(1), []).append(f)
-    for case, files in per_case.items():
-        chosen = [f for f in files if int(f.stem.rsplit("_", 1)[1]) // block % period == period // 2]
-        if not chosen or len(chosen) == len(files):  # a case too short for blocks: every period-th slice
-            chosen = files[period // 2::period]
+            groups.setdefault((m.group("case"), m.group("plane") or "axial"), []).append((int(m.group("k")), f))
+    for files in groups.values():
+        chosen = [f for k, f in files if k // block % period == period // 2]
+        if not chosen or len(chosen) == len(files):
+            chosen = [f for _, f in files][period // 2::period]
         for f in chosen:
             f.rename(va_i / f.name)
             (tr_m / f.name).rename(va_m / f.name)
         moved += len(chosen)
         kept += len(files) - len(chosen)
     return {"train_slices": kept, "valid_slices": moved}
+
+
+def valid_slices(dataset: Path) -> dict[str, list[int]]:
+    """The axial slice indices of each case in ``dataset/valid/images`` (the validation blocks)."""
+    out: dict[str, set[int]] = {}
+    for f in (dataset / "valid" / "images").glob("*.png"):
+        m = _PNG_NAME.match(f.name)
+        if m and (m.group("plane") or "axial") == "axial":
+            out.setdefault(m.group("case"), set()).add(int(m.group("k")))
+    return {c: sorted(ks) for c, ks in sorted(out.items())}
+
+
+def selection_region(ks, nz: int, block: int = VALID_BLOCK, period: int = VALID_PERIOD) -> list[int]:
+    """The slices a case is scored on in :func:`select`: each validation block whole (its slices without
+    foreground too), or the validation slices themselves for a case too short for blocks."""
+    ks = sorted(int(k) for k in ks if 0 <= int(k) < nz)
+    if ks and all(k // block % period == period // 2 for k in ks):
+        blocks = {k // block for k in ks}
+        return [k for k in range(nz) if k // block in blocks]
+    return ks
 
 
 def _count_pngs(folder: Path) -> int:
@@ -380,112 +471,397 @@ def _parse_infer(stdout: str) -> dict:
     return out
 
 
+def images_trained(global_step: int, n_train: int, batch_size: int, max_steps_per_epoch: int | None = None) -> int:
+    """Training images seen in ``global_step`` optimiser steps: whole epochs of ``n_train`` slices (or
+    ``max_steps_per_epoch`` batches), then the batches of the epoch the budget cut (full batches)."""
+    if global_step <= 0 or n_train <= 0 or batch_size <= 0:
+        return 0
+    per_epoch = math.ceil(n_train / batch_size)
+    if max_steps_per_epoch:
+        per_epoch = min(per_epoch, int(max_steps_per_epoch))
+    images_per_epoch = min(n_train, per_epoch * batch_size)
+    full, rest = divmod(int(global_step), per_epoch)
+    return full * images_per_epoch + rest * batch_size
+
+
+def ckpt_facts(ckpt: Path) -> dict:
+    """``global_step`` (optimiser steps) and ``elapsed`` (seconds trained, across resumes: the TimeBudget
+    callback's clock) stored in a Lightning ``last.ckpt``, read memory-mapped (the weights are not loaded);
+    empty when unreadable."""
+    try:
+        import torch
+
+        state = torch.load(str(ckpt), map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # unreadable or another format: the rate is then not reported
+        return {}
+    out = {}
+    if state.get("global_step") is not None:
+        out["global_step"] = int(state["global_step"])
+    for k, v in (state.get("callbacks") or {}).items():
+        if "TimeBudget" in str(k) and isinstance(v, dict) and v.get("elapsed") is not None:
+            out["elapsed"] = float(v["elapsed"])
+    return out
+
+
+# --------------------------------------------------------------------------- the selection step
+
+
+def postprocess_grid(kind: str = "full") -> list[dict]:
+    """Postprocessing candidates (``[infer]`` values), simplest first: ties go to the earlier one.
+
+    ``full``: none, then ``fill_holes`` x ``min_tumour_mm3`` (0, 100, 1000) x (``tumour_grow``,
+    ``tumour_grow_beyond``) in (0, 0), (1, 0), (2, 0), (2, 2): 25 candidates.  ``small``: none, the
+    library's defaults, and one growth (the smoke mode)."""
+    grid: list[dict] = [{"postprocess": False}]
+    if kind == "small":
+        return grid + [{"postprocess": True, "fill_holes": True, "min_tumour_mm3": 0.0, "tumour_grow": 0,
+                        "tumour_grow_beyond": 0},
+                       {"postprocess": True, "fill_holes": True, "min_tumour_mm3": 0.0, "tumour_grow": 1,
+                        "tumour_grow_beyond": 1}]
+    for fill in (True, False):
+        for min_mm3 in (0.0, 100.0, 1000.0):
+            for grow, beyond in ((0, 0), (1, 0), (2, 0), (2, 2)):
+                grid.append({"postprocess": True, "fill_holes": fill, "min_tumour_mm3": min_mm3,
+                             "tumour_grow": grow, "tumour_grow_beyond": beyond})
+    return grid
+
+
+def candidate_label(c: dict) -> str:
+    if not c.get("postprocess"):
+        return "none"
+    return (f"fill_holes={c['fill_holes']}, min_tumour_mm3={c['min_tumour_mm3']:g}, tumour_grow={c['tumour_grow']}"
+            f", tumour_grow_beyond={c['tumour_grow_beyond']}")
+
+
+def region_counts(pred, gt, ks) -> list[int]:
+    """(liver tp, pred, gt, tumour tp, pred, gt) voxel counts on the canonical slices ``ks`` (axis 2).
+
+    Liver is the LiTS liver region (labels 1 and 2), tumour label 2."""
+    p, g = pred[:, :, ks], gt[:, :, ks]
+    out = []
+    for pm, gm in ((p >= 1, g >= 1), (p == 2, g == 2)):
+        out += [int((pm & gm).sum()), int(pm.sum()), int(gm.sum())]
+    return out
+
+
+def _dice(tp: int, n_p: int, n_g: int) -> float:
+    return 1.0 if n_p + n_g == 0 else 2.0 * tp / (n_p + n_g)
+
+
+def score_candidates(raw, windowed, gt, spacing, ks, candidates: list[dict], settings) -> list[list[int]]:
+    """:func:`region_counts` of each candidate's labels: ``raw`` (canonical labels of the model) as they are,
+    or after :func:`flexunet.infer.volume.postprocess_volume` with the candidate's values (the code
+    ``infer-volume`` runs)."""
+    import numpy as np
+
+    from flexunet.infer.volume import postprocess_volume
+
+    voxel_mm3 = float(np.prod(spacing))
+    out = []
+    for c in candidates:
+        if not c.get("postprocess"):
+            lab = raw
+        else:
+            values = {k: v for k, v in c.items() if k != "postprocess"}
+            lab = postprocess_volume(raw.copy(), windowed, tuple(spacing), voxel_mm3,
+                                     dataclasses.replace(settings, **values))
+        out.append(region_counts(lab, gt, ks))
+    return out
+
+
+def select(train_cases: list[Path], config: Path, weights: Path, valid: dict[str, list[int]],
+           candidates: list[dict]) -> dict:
+    """Choose the postprocessing on the training patients' validation blocks; it cannot see a test patient.
+
+    Args:
+        train_cases: the training patients' case folders (``image.nii.gz`` + ``label.nii.gz``), e.g. the
+            run's folder of links, which holds no test patient.  Nothing else is read.
+        config: the run's config; weights: its ``best.pt``.
+        valid: case id -> the axial slice indices of its validation slices (:func:`valid_slices`).
+        candidates: :func:`postprocess_grid` entries.
+
+    Each training volume is segmented once without postprocessing; every candidate is applied to it and
+    scored on the case's :func:`selection_region`.  Counts are pooled over the cases; the score is liver
+    Dice + tumour Dice (a tumour-free region predicted tumour-free scores 1).  The highest score wins,
+    ties going to the earlier candidate.  With a single candidate nothing is segmented.
+
+    Returns:
+        ``{"chosen", "chosen_label", "scored", "table": [{"candidate", "liver_dice", "tumour_dice",
+        "score"}], "cases": {case: region slices}, "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    if len(candidates) <= 1:
+        return {"chosen": dict(candidates[0]), "chosen_label": candidate_label(candidates[0]), "scored": False,
+                "table": [], "cases": {}, "seconds": 0.0,
+                "note": "one candidate: nothing to choose (the epoch is chosen by validation loss)"}
+    import numpy as np
+
+    from flexunet.api import load_config
+    from flexunet.infer.volume import VolumePredictor, prepare_volume
+    from flexunet.io.volumes import read_volume, to_canonical
+
+    predictor = VolumePredictor(load_config(config), [str(weights)])
+    settings = predictor.settings
+    totals = np.zeros((len(candidates), 6), np.int64)
+    used: dict[str, int] = {}
+    for case_dir in train_cases:
+        cid = Path(case_dir).name
+        if not valid.get(cid):
+            continue
+        vol = read_volume(Path(case_dir) / "image.nii.gz")
+        prepared = prepare_volume(vol, settings.hu_window)
+        ks = selection_region(valid[cid], prepared.windowed.shape[2])
+        if not ks:
+            continue
+        seg = predictor.segment(vol, postprocess=False)
+        raw = np.ascontiguousarray(prepared.undo.to_canonical(seg.labels)).astype(np.uint8)
+        gt = np.asarray(to_canonical(read_volume(Path(case_dir) / "label.nii.gz", label=True))[0].array)
+        totals += np.asarray(score_candidates(raw, prepared.windowed, gt, prepared.spacing, ks, candidates,
+                                              settings), np.int64)
+        used[cid] = len(ks)
+        del vol, prepared, seg, raw, gt
+    table = []
+    for c, t in zip(candidates, totals.tolist()):
+        ld, td = _dice(*t[:3]), _dice(*t[3:])
+        table.append({"candidate": c, "label": candidate_label(c), "liver_dice": ld, "tumour_dice": td,
+                      "score": ld + td})
+    best = max(range(len(table)), key=lambda i: (table[i]["score"], -i))
+    return {"chosen": dict(candidates[best]), "chosen_label": candidate_label(candidates[best]), "scored": True,
+            "table": table, "cases": used, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 # --------------------------------------------------------------------------- one run
 
+#: what the process is doing ("prepare": the data; then per run "slice", "train", "select", "test"): the tests
+#: check which files each stage opens
+STAGE = {"name": None}
 
-def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict) -> dict:
-    """slice -> (valid blocks) -> train -> [evaluate] -> infer-volume -> evaluate-volume for one recipe x fold."""
-    run_dir = Path(ctx["out"]) / "runs" / f"{recipe.key}_{fold.name}"
-    cases_src = Path(ctx["cases_minmax"] if recipe.preprocessing == "minmax" else ctx["cases"])
-    real_src = Path(ctx["cases"])  # ground truth (and phantoms) always from the HU cases
+
+def _set_stage(name: str | None) -> None:
+    STAGE["name"] = name
+
+
+def run_name(recipe_key: str, test: str, seed: int, minutes: float) -> str:
+    return f"{recipe_key}-{test}-seed{seed}-{minutes:g}min"
+
+
+def _clean(obj):
+    """JSON-ready: NaN/Inf -> None, tuples -> lists, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from flexunet.io.atomic import atomic_save_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_text(path, json.dumps(_clean(data), indent=1, default=str) + "\n")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+_CLASS_KEYS = ("status", "dice", "iou", "voe", "rvd", "assd_mm", "hd95_mm", "pred_ml", "gt_ml", "pred_components",
+               "gt_components")
+
+
+def run_config(recipe: Recipe, fold: Fold, minutes: float, seed: int, extra: dict | None = None) -> str:
+    """The config text of one run: the recipe's template and sets, the equal-budget rule
+    (:data:`EQUAL_BUDGET_SETS`, ``max_time_minutes``), the run's folders and split (its training patients
+    only), the seed, then ``extra`` ({scope "*" or recipe key: {key: value}})."""
     sets = dict(recipe.sets)
+    sets.update(EQUAL_BUDGET_SETS)
     sets.update({
         "train.model_dir": "./models/", "train.eval_dir": "./eval/",
         "train.images_dir": "./dataset/train/images/", "train.masks_dir": "./dataset/train/masks/",
-        "train.max_time_minutes": round(float(minutes), 4),
+        "train.max_time_minutes": round(float(minutes), 4), "train.seed": int(seed),
         "valid.images_dir": "./dataset/valid/images/", "valid.masks_dir": "./dataset/valid/masks/",
         "test.images_dir": "./dataset/test/images/", "test.masks_dir": "./dataset/test/masks/",
-        "infer.images_dir": "./dataset/test/images/", "infer.output_dir": "./mini_test_output/",
+        "infer.images_dir": "./dataset/valid/images/", "infer.output_dir": "./mini_test_output/",
         "slice.cases_dir": "./cases", "slice.output_dir": "./dataset",
-        "slice.train_cases": list(fold.train), "slice.valid_cases": list(fold.valid),
-        "slice.test_cases": list(fold.test) if recipe.evaluate2d else [],
+        "slice.train_cases": list(fold.train), "slice.valid_cases": list(fold.valid), "slice.test_cases": [],
     })
-    for k, v in ctx.get("sets", {}).get("*", {}).items():
-        sets[k] = v
-    for k, v in ctx.get("sets", {}).get(recipe.key, {}).items():
-        sets[k] = v
-    cfg_text = edit_config(recipe.template, sets)
-    result_path = run_dir / "result.json"
-    if ctx.get("reuse") and result_path.exists():
-        try:
-            old = json.loads(result_path.read_text())
-            if old.get("config_text") == cfg_text and old.get("ok"):
-                qd.log(f"{recipe.key}_{fold.name}: reusing {result_path}")
-                return old
-        except ValueError:
-            pass
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    (run_dir / "logs").mkdir(parents=True)
+    for scope in ("*", recipe.key):
+        sets.update((extra or {}).get(scope, {}))
+    return edit_config(recipe.template, sets)
+
+
+def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | None = None) -> dict:
+    """One run: slice (training patients only) -> train -> select -> test, each stage kept once done.
+
+    ``ctx``: ``out``, ``cases``, ``cases_minmax``, optional ``sets`` ({scope: {key: value}}), ``inprocess``,
+    ``keep_checkpoints``, ``grid`` (postprocessing candidates), ``selection_only``.  Returns the run's
+    summary (also written to ``<out>/runs/<run>/summary.json``)."""
+    from flexunet.api import load_config
+
+    seed = BASE_SEED if seed is None else int(seed)
+    name = run_name(recipe.key, fold.name, seed, minutes)
+    run_dir = Path(ctx["out"]) / "runs" / name
+    cases_src = Path(ctx["cases_minmax"] if recipe.preprocessing == "minmax" else ctx["cases"])
+    real_src = Path(ctx["cases"])  # ground truth always from the HU cases
+    overlap = set(fold.train) & set(fold.test)
+    if overlap:
+        raise ValueError(f"fold {fold.name}: {sorted(overlap)} both trains and tests")
+    cfg_text = run_config(recipe, fold, minutes, seed, ctx.get("sets"))
+    grid = list(ctx.get("grid") or postprocess_grid()) if recipe.postprocess else [{"postprocess": False}]
+    selection_only = bool(ctx.get("selection_only"))
+    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "config": cfg_text, "grid": grid,
+                                     "train": fold.train, "valid": fold.valid, "test": fold.test,
+                                     "preprocessing": recipe.preprocessing}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    summary_path = run_dir / "summary.json"
+    old = _read_json(summary_path)
+    if old and old.get("key") == key and (old.get("test") or selection_only):
+        qd.log(f"{name}: done before ({summary_path}), skipped")
+        return {**old, "test": None, "cases": {}, "selection_only": True} if selection_only else old
+    state_path = run_dir / "state.json"
+    state = _read_json(state_path) or {}
+    if state.get("key") != key:
+        if run_dir.exists():
+            qd.log(f"{name}: {run_dir} holds another configuration: starting over")
+            shutil.rmtree(run_dir)
+        state = {"key": key, "done": {}}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
     cfg_path = run_dir / "train_eval_infer.config"
     cfg_path.write_text(cfg_text)
-    for cid in dict.fromkeys(fold.train + fold.valid + (fold.test if recipe.evaluate2d else [])):
-        qd.link_case(cases_src / cid if (cases_src / cid).exists() else real_src / cid, run_dir / "cases" / cid)
-    res: dict = {"recipe": recipe.key, "fold": fold.name, "fold_title": fold.title, "train_cases": fold.train,
-                 "valid_cases": fold.valid or "held-out slice blocks of the training patients",
-                 "test_cases": fold.test, "fold_note": fold.note, "budget_minutes": minutes,
-                 "config": str(cfg_path), "config_text": cfg_text, "stages": {}, "ok": False}
+    _write_json(state_path, state)
     inproc = ctx.get("inprocess", False)
-    st = res["stages"]
+    done = state["done"]
+
+    def finish(stage: str, value) -> None:
+        done[stage] = value
+        _write_json(state_path, state)
+
+    # the run's own cases folder: links to its training patients, never to a test patient
+    train_dirs = []
+    for cid in dict.fromkeys(fold.train + fold.valid):
+        src = cases_src / cid if (cases_src / cid).exists() else real_src / cid
+        if not (run_dir / "cases" / cid).exists():
+            qd.link_case(src, run_dir / "cases" / cid)
+        if cid in fold.train:
+            train_dirs.append(run_dir / "cases" / cid)
     cfg = str(cfg_path)
-    qd.log(f"{recipe.key}_{fold.name}: slice ({', '.join(fold.train)} | test {', '.join(fold.test)})")
-    st["slice"] = run_cli(["slice", cfg], run_dir / "logs" / "slice.log", inprocess=inproc)
     ds = run_dir / "dataset"
-    if not fold.valid:
-        res["valid_split"] = split_valid_blocks(ds)
-    res["slices"] = {s: _count_pngs(ds / s / "images") for s in ("train", "valid", "test")}
-    qd.log(f"{recipe.key}_{fold.name}: train {minutes:.2f} min on {res['slices']['train']} slices "
-           f"(valid {res['slices']['valid']})")
-    st["train"] = run_cli(["train", cfg], run_dir / "logs" / "train.log", inprocess=inproc)
-    res["train"] = _parse_train(st["train"]["stdout"])
-    last = run_dir / "models" / "last.ckpt"
-    if last.exists() and not ctx.get("keep_checkpoints"):
-        res["train"]["last_ckpt_mb"] = round(last.stat().st_size / 2 ** 20)
-        last.unlink()  # resumable checkpoint: 1.5 GB for recipe (a); best.pt is what the next stages use
-    hist = run_dir / "history.json"
-    if hist.exists():
-        h = json.loads(hist.read_text())
-        res["train"]["history_epochs"] = len(next(iter(h.values()), [])) if isinstance(h, dict) and h else 0
-        res["train"]["val_loss"] = h.get("val_loss") if isinstance(h, dict) else None
-    if recipe.evaluate2d and res["slices"]["test"]:
-        qd.log(f"{recipe.key}_{fold.name}: evaluate (2D, held-out slices)")
-        st["evaluate"] = run_cli(["evaluate", cfg, "--output", str(run_dir / "eval2d")],
-                                 run_dir / "logs" / "evaluate.log", inprocess=inproc)
-        ev = json.loads((run_dir / "eval2d" / "evaluation.json").read_text())["metrics"]
-        res["eval2d"] = {k: ev.get(k) for k in ("dice_coef_multiclass", "liver_dice_pooled", "tumour_dice_pooled",
-                                                "liver_dice_mean", "tumour_dice_mean", "images")}
+    try:
+        if "slice" not in done:
+            _set_stage("slice")
+            if ds.exists():
+                shutil.rmtree(ds)
+            qd.log(f"{name}: slice {', '.join(fold.train)} (test {', '.join(fold.test)} is not in this folder)")
+            st = run_cli(["slice", cfg], run_dir / "logs" / "slice.log", inprocess=inproc)
+            split = split_valid_blocks(ds) if not fold.valid else {}
+            counts = {s: _count_pngs(ds / s / "images") for s in ("train", "valid")}
+            finish("slice", {"stage": _stage_entry(st), "valid_split": split, "slices": counts})
+        if "train" not in done:
+            _set_stage("train")
+            last = run_dir / "models" / "last.ckpt"
+            resume = last.exists()
+            qd.log(f"{name}: train {minutes:g} min on {done['slice']['slices']['train']} slices "
+                   f"(valid {done['slice']['slices']['valid']})" + (", resumed from last.ckpt" if resume else ""))
+            st = run_cli(["train", cfg] + (["--resume"] if resume else []), run_dir / "logs" / "train.log",
+                         inprocess=inproc)
+            tr = _parse_train(st["stdout"])
+            tr["resumed"] = resume
+            tcfg = load_config(cfg_path).train
+            facts = ckpt_facts(last) if last.exists() else {}
+            n_train = done["slice"]["slices"]["train"]
+            if facts.get("elapsed") is not None:  # the whole run's training time, across a --resume
+                tr["train_seconds"] = round(facts["elapsed"], 1)
+            if facts.get("global_step") is not None:
+                step = facts["global_step"]
+                tr["steps"] = step
+                tr["images"] = images_trained(step, n_train, tcfg.batch_size, tcfg.max_steps_per_epoch)
+                per_epoch = min(math.ceil(n_train / tcfg.batch_size), tcfg.max_steps_per_epoch or 10 ** 9)
+                tr["epochs_done"] = round(step / max(per_epoch, 1), 2)
+                if tr.get("train_seconds"):
+                    tr["img_per_s"] = round(tr["images"] / tr["train_seconds"], 2)
+            hist = _read_json(run_dir / "history.json") or {}
+            vl = hist.get("val_loss") if isinstance(hist, dict) else None
+            if vl:
+                tr["val_loss"] = vl
+                finite = [(v, i) for i, v in enumerate(vl) if v is not None and math.isfinite(v)]
+                tr["best_epoch"] = min(finite)[1] + 1 if finite else None
+            tr["history_epochs"] = len(vl or [])
+            if last.exists() and not ctx.get("keep_checkpoints"):
+                tr["last_ckpt_mb"] = round(last.stat().st_size / 2 ** 20)
+                last.unlink()  # resumable state: 1.5 GB for recipe (a); best.pt is what the next stages use
+            finish("train", {"stage": _stage_entry(st), **tr})
+        if "select" not in done:
+            _set_stage("select")
+            qd.log(f"{name}: select among {len(grid)} postprocessing candidate(s) on the validation blocks of "
+                   f"{', '.join(p.name for p in train_dirs)}")
+            sel = select(train_dirs, cfg_path, run_dir / "models" / "best.pt", valid_slices(ds), grid)
+            finish("select", sel)
+        summary = {"run": name, "key": key, "recipe": recipe.key, "recipe_title": recipe.title, "fold": fold.name,
+                   "seed": seed, "budget_minutes": minutes, "train_cases": fold.train, "test_cases": fold.test,
+                   "tumour_scored": list(fold.tumour_cases),
+                   "valid": fold.valid or "held-out slice blocks of the training patients",
+                   "slices": done["slice"]["slices"], "train": {k: v for k, v in done["train"].items()
+                                                                if k != "stage"},
+                   "selection": done["select"], "stages": {s: done[s]["stage"] for s in ("slice", "train")},
+                   "protocol": PROTOCOL_VERSION, "selection_only": selection_only, "test": None, "cases": {},
+                   "command": ctx.get("command"), "machine": ctx.get("machine")}
+        if not selection_only:
+            _set_stage("test")
+            summary.update(score_test_patient(run_dir, cfg_text, done["select"]["chosen"], fold, cases_src,
+                                              real_src, inproc))
+        summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        _write_json(summary_path, summary)
+        return _clean(summary)
+    finally:
+        _set_stage(None)
+
+
+def _stage_entry(st: dict) -> dict:
+    return {k: v for k, v in st.items() if k not in ("stdout", "log")}
+
+
+def score_test_patient(run_dir: Path, cfg_text: str, chosen: dict, fold: Fold, cases_src: Path, real_src: Path,
+             inproc: bool) -> dict:
+    """Segment the fold's test patient(s) once with the chosen postprocessing and score them."""
+    values = {f"infer.{k}": v for k, v in chosen.items() if k != "postprocess"}
+    test_cfg = run_dir / "test.config"
+    test_cfg.write_text(edit_config(cfg_text, values))
+    out = run_dir / "test"
+    if out.exists():
+        shutil.rmtree(out)
     inputs = [str(((cases_src / c) if (cases_src / c).exists() else (real_src / c)) / "image.nii.gz")
               for c in fold.test]
-    qd.log(f"{recipe.key}_{fold.name}: infer-volume {', '.join(fold.test)}")
-    argv = ["infer-volume", cfg, *inputs, "--output", str(run_dir / "pred")]
-    if not recipe.postprocess:
+    qd.log(f"{run_dir.name}: test on {', '.join(fold.test)} (postprocessing: {candidate_label(chosen)})")
+    argv = ["infer-volume", str(test_cfg), *inputs, "--output", str(out / "pred")]
+    if not chosen.get("postprocess"):
         argv.append("--no-postprocess")
-    st["infer_volume"] = run_cli(argv, run_dir / "logs" / "infer_volume.log", inprocess=inproc)
-    res["infer"] = _parse_infer(st["infer_volume"]["stdout"])
-    gt = run_dir / "gt"
+    st_inf = run_cli(argv, run_dir / "logs" / "infer_volume.log", inprocess=inproc)
+    gt = out / "gt"
     for c in fold.test:
         (gt / c).mkdir(parents=True, exist_ok=True)
         shutil.copyfile((real_src / c / "label.nii.gz").resolve(), gt / c / "label.nii.gz")
-    qd.log(f"{recipe.key}_{fold.name}: evaluate-volume")
-    st["evaluate_volume"] = run_cli(["evaluate-volume", str(run_dir / "pred"), str(gt), "--output",
-                                     str(run_dir / "metrics")], run_dir / "logs" / "evaluate_volume.log",
-                                    inprocess=inproc)
-    vm = json.loads((run_dir / "metrics" / "volume_metrics.json").read_text())
-    res["cases"] = {}
+    st_ev = run_cli(["evaluate-volume", str(out / "pred"), str(gt), "--output", str(out / "metrics")],
+                    run_dir / "logs" / "evaluate_volume.log", inprocess=inproc)
+    vm = json.loads((out / "metrics" / "volume_metrics.json").read_text())
+    cases = {}
     for c in vm["cases"]:
-        has_tumour = c["case_id"] in fold.tumour_cases
-        entry = {"liver": c["classes"]["liver"], "tumour": c["classes"]["tumour"] if has_tumour else None,
-                 "volumetry": c["volumetry"], "tumour_scored": has_tumour,
-                 "pred_tumour_ml": c["classes"]["tumour"]["pred_ml"]}
-        res["cases"][c["case_id"]] = entry
-    for s in st.values():
-        s.pop("stdout", None)
-    res["ok"] = True
-    _common.save_results("run", res, result_path)
-    return res
+        scored = c["case_id"] in fold.tumour_cases
+        liver = {k: c["classes"]["liver"].get(k) for k in _CLASS_KEYS}
+        tumour = {k: c["classes"]["tumour"].get(k) for k in _CLASS_KEYS}
+        cases[c["case_id"]] = {"liver": liver, "tumour": tumour if scored else None, "tumour_scored": scored,
+                               "pred_tumour_ml": tumour["pred_ml"], "volumetry": c["volumetry"]}
+    first = cases[fold.test[0]] if fold.test and fold.test[0] in cases else None
+    return {"test": first, "cases": cases, "infer": _parse_infer(st_inf["stdout"]),
+            "test_stages": {"infer_volume": _stage_entry(st_inf), "evaluate_volume": _stage_entry(st_ev)}}
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- tables
 
 
 def _f(v, nd=3, signed=False):
@@ -494,226 +870,284 @@ def _f(v, nd=3, signed=False):
     return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
 
 
+def run_row(s: dict) -> dict:
+    """One run's figures, flat (a row of quality.csv)."""
+    t = s.get("test") or {}
+    lv, tu = t.get("liver") or {}, t.get("tumour") or {}
+    tr, sel = s.get("train") or {}, s.get("selection") or {}
+    chosen_row = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), {})
+
+    def diff(a, b):
+        return None if a is None or b is None else a - b
+
+    return {
+        "run": s["run"], "recipe": s["recipe"], "test": s["fold"], "seed": s["seed"],
+        "budget_min": s["budget_minutes"],
+        "liver_dice": lv.get("dice"), "tumour_dice": tu.get("dice") if s["fold"] in s.get("tumour_scored", [])
+        else None,
+        "false_tumour_ml": (t.get("pred_tumour_ml") if t and s["fold"] not in s.get("tumour_scored", []) else None),
+        "liver_assd_mm": lv.get("assd_mm"), "liver_hd95_mm": lv.get("hd95_mm"),
+        "tumour_assd_mm": tu.get("assd_mm"), "tumour_hd95_mm": tu.get("hd95_mm"),
+        "liver_ml_pred": lv.get("pred_ml"), "liver_ml_gt": lv.get("gt_ml"),
+        "liver_ml_err": diff(lv.get("pred_ml"), lv.get("gt_ml")), "liver_rvd": lv.get("rvd"),
+        "tumour_ml_pred": t.get("pred_tumour_ml") if t else None, "tumour_ml_gt": tu.get("gt_ml"),
+        "tumour_ml_err": diff(tu.get("pred_ml"), tu.get("gt_ml")),
+        "epochs": tr.get("history_epochs"), "epochs_done": tr.get("epochs_done"), "best_epoch": tr.get("best_epoch"),
+        "train_s": tr.get("train_seconds"), "img_per_s": tr.get("img_per_s"),
+        "selected": sel.get("chosen_label"), "selection_liver_dice": chosen_row.get("liver_dice"),
+        "selection_tumour_dice": chosen_row.get("tumour_dice"),
+    }
+
+
+def _stats(values) -> dict:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    return {"n": len(v), "mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else None,
+            "min": min(v), "max": max(v)}
+
+
+def _ms(st: dict, nd=3) -> str:
+    if not st["n"]:
+        return "–"
+    if st["n"] == 1:
+        return _f(st["mean"], nd)
+    return f"{_f(st['mean'], nd)} ± {_f(st['sd'], nd)} ({_f(st['min'], nd)}–{_f(st['max'], nd)})"
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Per recipe x test patient (over seeds) and per recipe over the folds (means of the fold means)."""
+    out: dict = {"per_fold": {}, "overall": {}}
+    keys = ("liver_dice", "tumour_dice", "false_tumour_ml", "liver_assd_mm", "liver_hd95_mm", "tumour_assd_mm",
+            "tumour_hd95_mm", "liver_ml_err", "tumour_ml_err", "img_per_s", "epochs_done")
+    for r in rows:
+        out["per_fold"].setdefault(r["recipe"], {}).setdefault(r["test"], []).append(r)
+    for recipe, folds in out["per_fold"].items():
+        for test, rs in folds.items():
+            folds[test] = {k: _stats([r[k] for r in rs]) for k in keys}
+            folds[test]["seeds"] = sorted(r["seed"] for r in rs)
+        out["overall"][recipe] = {k: _stats([f[k]["mean"] for f in folds.values()]) for k in keys}
+        out["overall"][recipe]["folds"] = sorted(folds)
+    return out
+
+
 def render(report: dict) -> str:
-    L_ = []
+    L_: list[str] = []
     meta = report["meta"]
-    L_.append("# FlexUNet real-CT quality benchmark")
-    L_.append("")
-    L_.append(f"command: `{meta['command']}`")
-    L_.append(f"machine: {_common.machine_line(meta['machine'])}; load average at end "
-              f"{meta.get('load_average_end')}")
-    L_.append(f"started {meta['started']}, wall time {meta.get('wall_minutes', 0):.1f} min")
-    L_.append("")
-    L_.append(f"Budget: {meta['budget_text']}")
-    L_.append("")
-    L_.append("## Data and split")
-    L_.append("")
+    L_ += ["# FlexUNet real-CT quality benchmark (leave one patient out, choices on the training side)", "",
+           f"command: `{meta['command']}`"]
+    if meta.get("machine"):
+        L_.append(f"machine: {_common.machine_line(meta['machine'])}; load average at end "
+                  f"{meta.get('load_average_end')}")
+    L_ += [f"started {meta.get('started')}, wall time {meta.get('wall_minutes', 0):.1f} min", "",
+           f"Budget: {meta.get('budget_text', '')}", "", "## Data and folds", ""]
     for n in report["data"].get("notes", []):
         L_.append(f"- {n}")
+    for cid, text in (report["data"].get("import_notes") or {}).items():
+        L_.append(f"- {cid} import: {text}")
     fix = report["data"].get("lits117_fix") or {}
     if fix:
         L_.append(f"- LiTS 117 (a 128^3 crop around the liver, no voxel size in its header): as imported, "
                   f"{fix.get('axes_as_imported')}; fixed by {fix.get('transform')}; {fix.get('spacing_mm_assumed')} "
                   f"mm isotropic assumed; padded with {fix.get('pad_value_hu')} HU onto a "
-                  f"{'x'.join(map(str, fix.get('canvas', [])))} canvas "
-                  f"(crop at i, j = {fix.get('crop_origin_on_canvas')}) "
-                  "so the liver has about IRCADb's size and place in the slices")
-    mm = report["data"].get("minmax_hu_ranges") or {}
-    if mm:
-        L_.append("- recipe (a) min-max ranges (HU -> 0..255): " + ", ".join(
-            f"{c} {lo:.0f}..{hi:.0f}" for c, (lo, hi) in mm.items()))
+                  f"{'x'.join(map(str, fix.get('canvas', [])))} canvas, {fix.get('placement')} "
+                  f"(crop at i, j = {fix.get('crop_origin_on_canvas')})")
     facts = report["data"].get("cases", {})
     if facts:
-        L_.append("")
-        L_.append(_common.md_table(
+        L_ += ["", _common.md_table(
             ["case", "shape", "spacing mm", "label 1 voxels", "label 2 voxels", "liver slices", "HU range"],
             [[c, "x".join(map(str, f["shape"])), "x".join(f"{s:g}" for s in f["spacing_mm"]),
               f"{f['voxels_liver_label1']:,}", f"{f['voxels_tumour_label2']:,}",
               f"{f['liver_slices']}/{f['slices']}", f"{f['hu_min']:.0f}..{f['hu_max']:.0f}"]
-             for c, f in facts.items()]))
+             for c, f in facts.items()])]
     L_.append("")
     for fold in report["folds"]:
-        L_.append(f"- fold {fold['name']} ({fold['title']}): train {', '.join(fold['train'])}; "
-                  f"valid {', '.join(fold['valid']) or 'held-out slice blocks of the training patients'}; "
-                  f"test {', '.join(fold['test'])}. {fold['note']}")
-    L_.append("")
+        L_.append(f"- fold {fold['name']}: train {', '.join(fold['train'])}; validation: held-out slice blocks "
+                  f"of the training patients; test {', '.join(fold['test'])} ({fold['note']})")
     for k, r in report["recipes"].items():
-        L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; preprocessing {r['preprocessing']}; "
-                  f"postprocessing {'on' if r['postprocess'] else 'off'}")
-    runs = [r for r in report["runs"] if r.get("ok")]
-    L_.append("")
-    L_.append("## Held-out per-case metrics (volumes, mm)")
-    L_.append("")
-    rows = []
-    for r in runs:
-        for cid, c in r["cases"].items():
-            lv, tu, vol = c["liver"], c["tumour"], c["volumetry"]
-            rows.append([f"({r['recipe']})", r["fold"], cid, _f(lv["dice"]), _f(tu["dice"]) if tu else "n/a",
-                         _f(lv["iou"]), _f(lv["voe"]), _f(lv["rvd"], signed=True), _f(lv["assd_mm"], 2),
-                         _f(lv["hd95_mm"], 1), f"{_f(vol['pred']['liver_ml'], 0)}/{_f(vol['gt']['liver_ml'], 0)}",
-                         (f"{_f(vol['pred']['tumour_ml'], 1)}/{_f(vol['gt']['tumour_ml'], 1)}" if tu
-                          else f"{_f(c['pred_tumour_ml'], 1)}/n/a"),
-                         r["train"].get("epochs", "?"), _f(r["train"].get("train_seconds"), 0)])
-    L_.append(_common.md_table(["recipe", "fold", "held-out case", "liver Dice", "tumour Dice", "liver IoU",
-                                "liver VOE", "liver RVD", "liver ASSD", "liver HD95", "liver mL pred/gt",
-                                "tumour mL pred/gt", "epochs", "train s"], rows))
-    trows = []
-    for r in runs:
-        for cid, c in r["cases"].items():
-            tu = c["tumour"]
-            if not tu:
-                continue
-            trows.append([f"({r['recipe']})", r["fold"], cid, _f(tu["dice"]), _f(tu["iou"]), _f(tu["voe"]),
-                          _f(tu["rvd"], signed=True), _f(tu["assd_mm"], 2), _f(tu["hd95_mm"], 1),
-                          f"{tu['pred_components']}/{tu['gt_components']}", tu["status"]])
-    if trows:
+        L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; seeds {r['seeds']}")
+    runs = report["runs"]
+    rows = [run_row(s) for s in runs if s.get("ok", True) and s.get("run")]
+    tested = [r for r in rows if r["liver_dice"] is not None]
+    if tested:
+        L_ += ["", "## Test patients, one row per run", "",
+               "Each test patient scored once per run, with the postprocessing its selection step chose. "
+               "Liver = labels 1 + 2 (LiTS); ASSD / HD95 in mm; volumes in mL (error = predicted - true); "
+               "epochs = epochs run (the last one cut by the budget) / best by validation loss; img/s = "
+               "training slices seen per second of training (validation included).", ""]
+        L_.append(_common.md_table(
+            ["run", "liver Dice", "tumour Dice", "false tumour mL", "liver ASSD", "liver HD95", "tumour ASSD",
+             "tumour HD95", "liver mL err", "tumour mL err", "epochs", "img/s", "postprocessing (selected)"],
+            [[r["run"], _f(r["liver_dice"]), _f(r["tumour_dice"]), _f(r["false_tumour_ml"], 1),
+              _f(r["liver_assd_mm"], 2), _f(r["liver_hd95_mm"], 1), _f(r["tumour_assd_mm"], 2),
+              _f(r["tumour_hd95_mm"], 1), _f(r["liver_ml_err"], 0, signed=True),
+              _f(r["tumour_ml_err"], 1, signed=True),
+              f"{_f(r['epochs_done'], 2)} / {r['best_epoch'] if r['best_epoch'] is not None else '–'}",
+              _f(r["img_per_s"], 2), r["selected"]] for r in tested]))
+        agg = aggregate(tested)
+        L_ += ["", "## Per fold (over seeds: mean ± sd (min–max))", ""]
+        prow = []
+        for recipe, folds in agg["per_fold"].items():
+            for test, st in sorted(folds.items()):
+                prow.append([f"({recipe})", test, len(st["seeds"]), _ms(st["liver_dice"]), _ms(st["tumour_dice"]),
+                             _ms(st["false_tumour_ml"], 1), _ms(st["liver_assd_mm"], 2), _ms(st["liver_hd95_mm"], 1),
+                             _ms(st["tumour_hd95_mm"], 1), _ms(st["img_per_s"], 2)])
+        L_.append(_common.md_table(["recipe", "test", "seeds", "liver Dice", "tumour Dice", "false tumour mL",
+                                    "liver ASSD", "liver HD95", "tumour HD95", "img/s"], prow))
+        L_ += ["", "## Over the folds (mean of the fold means) against the goals", ""]
+        orow = []
+        for recipe, st in agg["overall"].items():
+            orow.append([f"({recipe})", ", ".join(st["folds"]), _f(st["liver_dice"]["mean"]),
+                         _f(st["tumour_dice"]["mean"]), _f(st["false_tumour_ml"]["mean"], 1)])
+        L_.append(_common.md_table(["recipe", "folds", "liver Dice", "tumour Dice (tumour patients)",
+                                    "false tumour mL (tumour-free patient)"], orow))
         L_.append("")
-        L_.append("Tumour (label 2) on the cases that have separate tumour labels:")
-        L_.append("")
-        L_.append(_common.md_table(["recipe", "fold", "case", "Dice", "IoU", "VOE", "RVD", "ASSD mm", "HD95 mm",
-                                    "tumours pred/gt", "status"], trows))
-    erows = [[f"({r['recipe']})", r["fold"], ", ".join(r["test_cases"]), _f(r["eval2d"]["dice_coef_multiclass"], 4),
-              _f(r["eval2d"]["liver_dice_pooled"]), _f(r["eval2d"]["tumour_dice_pooled"]), r["eval2d"]["images"]]
-             for r in runs if r.get("eval2d")]
-    if erows:
-        L_.append("")
-        L_.append("The original's metric on the held-out patient's slices (`flexunet evaluate`; "
-                  "`dice_coef_multiclass` includes the background, so it reads like pixel accuracy; "
-                  "2D hard Dice pooled over the slices beside it; no postprocessing):")
-        L_.append("")
-        L_.append(_common.md_table(["recipe", "fold", "slices of", "dice_coef_multiclass", "liver Dice 2D",
-                                    "tumour Dice 2D", "slices"], erows))
-    # deltas and targets
-    by = {(r["recipe"], r["fold"]): r for r in runs}
-    drows = []
-    for (rk, fk), rb in sorted(by.items()):
-        if rk != "b" or ("a", fk) not in by:
-            continue
-        ra = by[("a", fk)]
-        for cid in rb["cases"]:
-            cb, ca = rb["cases"][cid], ra["cases"].get(cid)
-            if not ca:
-                continue
-            dl = cb["liver"]["dice"] - ca["liver"]["dice"]
-            dt = (cb["tumour"]["dice"] - ca["tumour"]["dice"]) if cb["tumour"] and ca["tumour"] else None
-            drows.append([fk, cid, _f(dl, signed=True),
-                          "yes" if dl >= TARGETS["delta_liver"] else "no",
-                          _f(dt, signed=True) if dt is not None else "n/a",
-                          ("yes" if dt >= TARGETS["delta_tumour"] else "no") if dt is not None else "n/a"])
-    if drows:
-        L_.append("")
-        L_.append(f"Deltas (b) - (a), same data and budget (targets: liver >= +{TARGETS['delta_liver']}, "
-                  f"tumour >= +{TARGETS['delta_tumour']}):")
-        L_.append("")
-        L_.append(_common.md_table(["fold", "case", "liver Dice (b)-(a)", "met", "tumour Dice (b)-(a)", "met"],
-                                   drows))
-    grows = []
-    for r in runs:
-        if r["recipe"] != "b":
-            continue
-        for cid, c in r["cases"].items():
-            grows.append([r["fold"], cid, _f(c["liver"]["dice"]),
-                          "yes" if c["liver"]["dice"] >= TARGETS["liver"] else "no",
-                          _f(c["tumour"]["dice"]) if c["tumour"] else "n/a",
-                          ("yes" if c["tumour"]["dice"] >= TARGETS["tumour"] else "no") if c["tumour"] else "n/a"])
-    if grows:
-        L_.append("")
-        L_.append(f"Targets for (b): held-out liver Dice >= {TARGETS['liver']}, tumour Dice >= {TARGETS['tumour']}:")
-        L_.append("")
-        L_.append(_common.md_table(["fold", "case", "liver Dice", "met", "tumour Dice", "met"], grows))
-    # stage timings
+        ov = agg["overall"]
+        b = ov.get("b")
+        if b:
+            L_.append(f"Goals for (b): liver Dice >= {GOALS['liver']}: "
+                      f"{_met(b['liver_dice']['mean'], GOALS['liver'])}; "
+                      f"tumour Dice >= {GOALS['tumour']}: {_met(b['tumour_dice']['mean'], GOALS['tumour'])}; "
+                      f"false tumour <= {GOALS['false_tumour_ml']} mL: "
+                      f"{_met(b['false_tumour_ml']['mean'], GOALS['false_tumour_ml'], below=True)}")
+        if b and ov.get("a"):
+            a = ov["a"]
+            dl = _sub(b["liver_dice"]["mean"], a["liver_dice"]["mean"])
+            dt = _sub(b["tumour_dice"]["mean"], a["tumour_dice"]["mean"])
+            L_.append(f"(b) - (a), same folds and training minutes: liver {_f(dl, signed=True)} (goal "
+                      f">= +{GOALS['delta_liver']}: {_met(dl, GOALS['delta_liver'])}), tumour {_f(dt, signed=True)} "
+                      f"(goal >= +{GOALS['delta_tumour']}: {_met(dt, GOALS['delta_tumour'])})")
     srows = []
-    for r in runs:
-        st = r["stages"]
-        inf = r.get("infer", {})
-        pred = "; ".join(f"{c} {v['slices']} sl. {v['predict_s']:.0f} s" for c, v in inf.items())
-
-        def cell(name):
-            s = st.get(name)
-            if not s:
-                return "–"
-            return f"{s['seconds']:.0f} s" + (f" / {s['peak_rss_mb'] / 1024:.1f} GB" if s.get("peak_rss_mb") else "")
-
-        tr = r["train"]
-        sl = r["slices"]
-        ips = (tr.get("epochs", 0) * sl["train"] / tr["train_seconds"]) if tr.get("train_seconds") else None
-        util = st.get("train", {}).get("cpu_util")
-        srows.append([f"({r['recipe']})", r["fold"], f"{sl['train']}/{sl['valid']}/{sl['test']}", cell("slice"),
-                      cell("train"), _f(util, 2), tr.get("precision", "?"), _f(ips, 2), cell("evaluate"),
-                      cell("infer_volume"), pred or "–", cell("evaluate_volume")])
+    for s in runs:
+        sel = s.get("selection") or {}
+        if not sel:
+            continue
+        ch = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), None)
+        srows.append([s["run"], len(sel.get("table", [])) or 1, sel.get("chosen_label"),
+                      _f(ch["liver_dice"]) if ch else "–", _f(ch["tumour_dice"]) if ch else "–",
+                      ", ".join(f"{c} {n}" for c, n in (sel.get("cases") or {}).items()) or "–",
+                      (s.get("train") or {}).get("best_epoch") or "–"])
     if srows:
-        L_.append("")
-        L_.append("Stages (wall seconds / peak RSS of the stage's process). train CPU = CPU seconds of the training "
-                  f"process and its loader workers per wall second (about {meta.get('machine', {}).get('cores', '?')} "
-                  "when it had the machine to itself; lower means other work took the cores and the fixed "
-                  "wall-clock budget bought less training). train img/s = completed epochs x train slices / "
-                  "training seconds (validation included; a partial last epoch is not counted):")
-        L_.append("")
-        L_.append(_common.md_table(["recipe", "fold", "slices tr/va/te", "slice", "train", "train CPU",
-                                    "precision", "train img/s", "evaluate 2D", "infer-volume", "predict",
-                                    "evaluate-volume"], srows))
-    failed = [r for r in report["runs"] if not r.get("ok")]
+        L_ += ["", "## Selection (training patients' validation blocks only)", "",
+               "Validation blocks neighbour training slices, so these figures are optimistic; they only rank "
+               "the candidates.", ""]
+        L_.append(_common.md_table(["run", "candidates", "chosen postprocessing", "valid liver Dice",
+                                    "valid tumour Dice", "scored slices", "best epoch"], srows))
+    trows = []
+    for s in runs:
+        st = dict(s.get("stages") or {})
+        st.update(s.get("test_stages") or {})
+        tr = s.get("train") or {}
+
+        def cell(n):
+            e = st.get(n)
+            if not e:
+                return "–"
+            return f"{e['seconds']:.0f} s" + (f" / {e['peak_rss_mb'] / 1024:.1f} GB" if e.get("peak_rss_mb") else "")
+
+        sl = s.get("slices") or {}
+        trows.append([s["run"], f"{sl.get('train', '?')}/{sl.get('valid', '?')}",
+                      cell("slice"), cell("train"), _f((st.get("train") or {}).get("cpu_util"), 2),
+                      tr.get("precision", "?"), _f((s.get("selection") or {}).get("seconds"), 0),
+                      cell("infer_volume"), cell("evaluate_volume")])
+    if trows:
+        L_ += ["", "## Stages (wall seconds / peak RSS of the stage's process)", "",
+               "train CPU = CPU seconds of the training process and its loader workers per wall second (about the "
+               "core count when it had the machine to itself).", ""]
+        L_.append(_common.md_table(["run", "slices tr/va", "slice", "train", "train CPU", "precision", "select s",
+                                    "infer-volume", "evaluate-volume"], trows))
+    failed = [r for r in runs if r.get("ok") is False]
     if failed:
-        L_.append("")
-        L_.append("Failed runs:")
-        for r in failed:
-            L_.append(f"- ({r['recipe']}) fold {r['fold']}: {r.get('error')}")
+        L_ += ["", "Failed runs:"] + [f"- {r.get('run')}: {r.get('error')}" for r in failed]
     L_.append("")
     return "\n".join(L_)
+
+
+def _sub(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _met(v, goal, below=False) -> str:
+    if v is None:
+        return "n/a"
+    return "met" if (v <= goal if below else v >= goal) else "not met"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    from flexunet.io.atomic import atomic_save_text
+
+    if not rows:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- driver
 
 
-def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], phantom_fold: Fold | None, cases: Path,
-                  cases_minmax: Path | None, out: Path, budget_minutes: float, phantom_minutes: float,
-                  meta: dict, data: dict, sets: dict | None = None, reuse: bool = False,
-                  inprocess: bool = False, keep_checkpoints: bool = False) -> dict:
-    """Run every recipe x fold, write ``out/quality.md`` and ``out/quality.json``; return the report dict."""
+def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[str, list[int]], cases: Path,
+                  cases_minmax: Path | None, out: Path, report_dir: Path | None, budget_minutes: float, meta: dict,
+                  data: dict, sets: dict | None = None, grid: list[dict] | None = None,
+                  selection_only: bool = False, inprocess: bool = False, keep_checkpoints: bool = False) -> dict:
+    """Every recipe x fold x seed; write the tables to ``out`` (and the summaries and tables to ``report_dir``)."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ctx = {"out": str(out), "cases": str(cases), "cases_minmax": str(cases_minmax or cases), "sets": sets or {},
-           "reuse": reuse, "inprocess": inprocess, "keep_checkpoints": keep_checkpoints}
-    n_folds = max(len(folds), 1)
-    fold_minutes = budget_minutes / n_folds
-    plan: list[tuple[Recipe, Fold, float]] = []
-    for fold in folds:
-        for k in ("a", "b"):
-            if k in recipes:
-                plan.append((recipes[k], fold, fold_minutes))
-    if "c" in recipes and phantom_fold is not None:
-        plan.append((recipes["c"], phantom_fold, phantom_minutes))
+           "inprocess": inprocess, "keep_checkpoints": keep_checkpoints, "grid": grid or postprocess_grid(),
+           "selection_only": selection_only, "command": meta.get("command"),
+           "machine": _common.machine_line(meta["machine"]) if meta.get("machine") else None}
+    plan = [(recipes[k], fold, s) for fold in folds for k in ("a", "b") if k in recipes for s in seeds[k]]
     meta = dict(meta)
-    meta["budget_text"] = (f"{budget_minutes:g} min of training per recipe (a, b), split over {len(folds)} fold(s): "
-                           f"{fold_minutes:.2f} min per model; recipe (c) {phantom_minutes:.2f} min "
-                           "(one model). Slicing, inference and metrics are extra (see Stages).")
-    report = {"meta": meta, "data": data,
-              "folds": [dataclasses.asdict(f) for f in folds + ([phantom_fold] if phantom_fold and "c" in recipes
-                                                                 else [])],
-              "recipes": {k: {"title": r.title, "template_source": r.template_source,
+    n_runs = len(plan)
+    meta["budget_text"] = (f"{budget_minutes:g} training minutes per run (wall clock, the last epoch cut when "
+                           f"they run out), every recipe alike; {n_runs} run(s) = "
+                           f"{n_runs * budget_minutes / 60:.1f} h of training. Slicing, selection and testing "
+                           "come on top (see Stages)." + (" Selection only: no test patient was opened."
+                                                          if selection_only else ""))
+    report = {"meta": meta, "data": data, "folds": [dataclasses.asdict(f) for f in folds],
+              "recipes": {k: {"title": r.title, "template_source": r.template_source, "seeds": seeds[k],
                               "preprocessing": ("per-volume HU min-max -> 0..255, grey x3 (no 2.5D)"
-                                                if r.preprocessing == "minmax" else "config HU window, 2.5D"),
-                              "postprocess": r.postprocess, "sets": {kk: repr(v) for kk, v in r.sets.items()}}
-                          for k, r in recipes.items()},
-              "targets": TARGETS, "runs": []}
-    md_path, json_path = out / "quality.md", out / "quality.json"
-    for recipe, fold, minutes in plan:
-        try:
-            res = run_one(recipe, fold, minutes, ctx)
-        except Exception as exc:  # keep going: one failed run must not lose the others
-            qd.log(f"({recipe.key}) fold {fold.name} FAILED: {exc}")
-            res = {"recipe": recipe.key, "fold": fold.name, "ok": False, "error": str(exc)}
-        res = {k: v for k, v in res.items() if k != "config_text"}
-        report["runs"].append(res)
+                                                if r.preprocessing == "minmax" else "config HU window"),
+                              "sets": {kk: repr(v) for kk, v in r.sets.items()}} for k, r in recipes.items()},
+              "equal_budget_sets": EQUAL_BUDGET_SETS, "grid": ctx["grid"], "goals": GOALS, "runs": []}
+
+    def write_all(final: bool = False) -> str:
         meta["wall_minutes"] = (time.perf_counter() - t0) / 60
         meta["load_average_end"] = _common.load_average()
-        md_path.write_text(render(report))
-        _common.save_results("quality", report, json_path)
-    text = render(report)
-    md_path.write_text(text)
-    _common.save_results("quality", report, json_path)
+        text = render(report)
+        rows = [run_row(s) for s in report["runs"] if s.get("run") and s.get("ok", True)]
+        (out / "quality.md").write_text(text)
+        _common.save_results("quality", _clean(report), out / "quality.json")
+        write_csv(out / "quality.csv", rows)
+        if report_dir is not None and final:
+            (report_dir / "runs").mkdir(parents=True, exist_ok=True)
+            for s in report["runs"]:
+                if s.get("run") and s.get("ok", True):
+                    _write_json(report_dir / "runs" / f"{s['run']}.json", s)
+            (report_dir / "quality.md").write_text(text)
+            write_csv(report_dir / "quality.csv", rows)
+        return text
+
+    for recipe, fold, seed in plan:
+        try:
+            res = run_one(recipe, fold, budget_minutes, ctx, seed=seed)
+            res["ok"] = True
+        except Exception as exc:  # keep going: one failed run must not lose the others
+            name = run_name(recipe.key, fold.name, seed, budget_minutes)
+            qd.log(f"{name} FAILED: {exc}")
+            res = {"run": name, "recipe": recipe.key, "fold": fold.name, "seed": seed, "ok": False,
+                   "error": str(exc)}
+        report["runs"].append(res)
+        write_all()
+    text = write_all(final=True)
     print(text)
-    print(f"wrote {md_path} and {json_path}")
+    print(f"wrote {out / 'quality.md'}, quality.json, quality.csv"
+          + (f"; summaries and tables in {report_dir}" if report_dir is not None else ""))
     return report
 
 
@@ -723,7 +1157,7 @@ def _parse_sets(items) -> dict:
     The value is read as ``flexunet --set`` reads it (:func:`flexunet.config.loader.apply_override`)."""
     out: dict = {}
     for it in items or []:
-        scope, kv = (it[0], it[2:]) if re.match(r"^[abc*]:", it) else ("*", it)
+        scope, kv = (it[0], it[2:]) if re.match(r"^[ab*]:", it) else ("*", it)
         k, eq, _ = kv.partition("=")
         if "." not in k or not eq:
             raise SystemExit(f"quality.py: --set {it!r}: expected [RECIPE:]section.key=value")
@@ -738,84 +1172,115 @@ def _parse_sets(items) -> dict:
     return out
 
 
+def smoke_data(root: Path) -> dict:
+    """Four tiny phantom cases standing in for the real ones: three 'patients' (the second with its tumour
+    relabelled liver, as patient 7 has no liver tumour) and one always in training (as LiTS 117)."""
+    import numpy as np
+
+    from flexunet.io.volumes import read_volume, write_nifti
+
+    ids = qd.make_phantoms(root / "smoke_phantoms", 4, seed=5, shape=(32, 32, 12), spacing=(8.0, 8.0, 10.0))
+    cases = root / "smoke_cases"
+    for i, cid in enumerate(ids):
+        src = root / "smoke_phantoms" / cid
+        if i != 1:
+            if not (cases / cid).exists():
+                qd.link_case(src, cases / cid)
+            continue
+        dst = cases / cid
+        if not (dst / "label.nii.gz").exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / "image.nii.gz", dst / "image.nii.gz")
+            lab = read_volume(src / "label.nii.gz", label=True)
+            arr = np.asarray(lab.array).astype(np.uint8)
+            arr[arr == 2] = 1
+            write_nifti(arr, dst / "label.nii.gz", affine=lab.affine, dtype=np.uint8)
+    facts = {cid: {"voxels_tumour_label2": 0 if i == 1 else 1} for i, cid in enumerate(ids)}
+    return {"cases_dir": str(cases), "ids": ids, "patients": ids[:3], "always": ids[3:], "facts": facts,
+            "notes": [f"smoke mode: tiny phantom cases {', '.join(ids)} ({ids[1]} without tumour label)"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--budget-minutes", type=float, default=60.0,
-                    help="training minutes per recipe (a, b), split equally over the folds (default 60)")
-    ap.add_argument("--phantom-minutes", type=float, default=None,
-                    help="training minutes of recipe (c) (default: one fold's share of --budget-minutes)")
-    ap.add_argument("--folds", default="all", choices=["all", "tumour", "liver"])
-    ap.add_argument("--recipes", default="a,b,c", help="comma list of a, b, c (default a,b,c)")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default bench/results/quality)")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help=f"training minutes of every run (wall clock; default {DEFAULT_BUDGET_MINUTES:g}, "
+                         f"--smoke {SMOKE_BUDGET_MINUTES:g})")
+    ap.add_argument("--folds", default="all", help="all, or test patients as a comma list (1,7,17)")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds of recipe (b) (default 3)")
+    ap.add_argument("--seeds-a", type=int, default=1, help="training seeds of recipe (a) (default 1)")
+    ap.add_argument("--recipes", default="a,b", help="comma list of a, b (default a,b)")
+    ap.add_argument("--selection-only", action="store_true",
+                    help="train and select, never open a test patient: for comparing recipe settings (--set)")
+    ap.add_argument("--grid", default=None, choices=["full", "small"],
+                    help="postprocessing candidates of the selection step (default full; --smoke small)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="raw outputs (default bench/results/quality)")
+    ap.add_argument("--report-dir", default=None,
+                    help="where the per-run summaries and tables go (default bench/reports/quality; --smoke: "
+                         "OUT/reports; '' for none)")
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="data cache (default bench/results/cache)")
     ap.add_argument("--data-root", default=str(qd.SHARED_DATA), help="folder holding 3Dircadb1/ (../shared/data)")
-    ap.add_argument("--phantoms", type=int, default=8, help="phantom cases for recipe (c) (default 8)")
-    ap.add_argument("--p1-in-tumour-fold", default="liver", choices=["liver", "exclude"],
-                    help="fold T: train on patient 1 with its liver-only label (default) or leave it out")
     ap.add_argument("--set", action="append", metavar="[RECIPE:]SECTION.KEY=VALUE",
-                    help="override a config value for every recipe or one (a:, b:, c:), repeatable")
-    ap.add_argument("--train-phantoms", type=int, default=0,
-                    help="add N phantom cases to the training set of every real fold, for (a) and (b) alike "
-                         "(default 0)")
-    ap.add_argument("--reuse", action="store_true", help="skip runs whose result.json has the same config")
+                    help="override a config value for every recipe or one (a:, b:), repeatable")
     ap.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's models/last.ckpt (deleted after training by default: 1.5 GB for (a))")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny phantom patients, a 32-pixel model, seconds of training, in-process: checks the "
+                         "protocol end to end (the tests run it)")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.recipes.split(",") if k.strip()]
-    bad = [k for k in keys if k not in ("a", "b", "c")]
-    if bad:
-        raise SystemExit(f"quality.py: --recipes {args.recipes!r}: unknown {bad}; expected a, b, c")
-    meta = _common.print_header("FlexUNet real-CT quality benchmark", argv=[sys.argv[0], *(argv if argv is not None
-                                                                                          else sys.argv[1:])])
-    cache, out = Path(args.cache), Path(args.out)
-    data = qd.prepare_real(cache, Path(args.data_root))
-    have = set(data["cases"])
-    folds, notes = real_folds(have, args.folds, args.p1_in_tumour_fold)
-    data["notes"] += notes
-    cases = Path(data["cases_dir"])
-    extra: list[str] = []
-    if args.train_phantoms > 0 and folds:
-        ph = qd.make_phantoms(cache / "phantoms_train", args.train_phantoms, seed=1)
-        for p in ph:  # seed 1: other phantoms than recipe (c)'s (seed 0)
-            extra.append(p.replace("phantom_", "phantomtr_"))
-            qd.link_case(cache / "phantoms_train" / p, cases / extra[-1])
-        for f in folds:
-            f.train += extra
-        data["notes"].append(f"{len(extra)} phantom cases added to every real fold's training set (a and b)")
+    bad = [k for k in keys if k not in ("a", "b")]
+    if bad or not keys:
+        raise SystemExit(f"quality.py: --recipes {args.recipes!r}: unknown {bad}; expected a, b")
+    if args.seeds < 1 or args.seeds_a < 1:
+        raise SystemExit("quality.py: --seeds and --seeds-a: expected at least 1")
+    meta = _common.print_header("FlexUNet real-CT quality benchmark",
+                                argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out)
+    sets = _parse_sets(args.set)
+    _set_stage("prepare")  # data preparation: import, LiTS 117's fix, the original's min-max; no choice is made
+    if args.smoke:
+        budget = args.budget_minutes if args.budget_minutes is not None else SMOKE_BUDGET_MINUTES
+        data = smoke_data(out)
+        folds, notes = lopo_folds(set(data["ids"]), data["patients"], data["always"],
+                                  tumour_free=[c for c, f in data["facts"].items() if not f["voxels_tumour_label2"]])
+        want = _fold_names(args.folds)
+        if want is not None:
+            folds = [f for f in folds if f.name in want]
+        sets.setdefault("*", {}).update({k: v for k, v in SMOKE_SETS.items() if k not in sets.get("*", {})})
+        grid = postprocess_grid(args.grid or "small")
+        report_dir = Path(args.report_dir) if args.report_dir else (None if args.report_dir == "" else out / "reports")
+    else:
+        budget = args.budget_minutes if args.budget_minutes is not None else DEFAULT_BUDGET_MINUTES
+        data = qd.prepare_real(Path(args.cache), Path(args.data_root))
+        folds, notes = real_folds(set(data["cases"]), args.folds, data["cases"])
+        grid = postprocess_grid(args.grid or "full")
+        report_dir = (DEFAULT_REPORT_DIR if args.report_dir is None else (Path(args.report_dir) if args.report_dir
+                                                                          else None))
+    data["notes"] = list(data.get("notes", [])) + notes
     for n in data["notes"]:
         qd.log(n)
-    if not folds and "c" not in keys:
-        print("quality.py: no real-CT fold can run (see the notes above); nothing to do")
+    if not folds:
+        _set_stage(None)
+        print("quality.py: no fold can run (see the notes above); nothing to do")
         return 0
+    cases = Path(data["cases_dir"])
     ct_text, ct_src = _template(CT_CONFIG)
     seed_text, seed_src = _template(SEED_CONFIG, ORIGINAL_CONFIG_TEXT)
     recipes = build_recipes(keys, ct_text, ct_src, seed_text, seed_src)
     cases_minmax = None
-    if "a" in recipes and folds:
+    if "a" in recipes:
         ids = sorted({c for f in folds for c in f.train + f.test})
         qd.log("min-max preprocessing for recipe (a): " + ", ".join(ids))
-        ranges = qd.make_minmax(Path(data["cases_dir"]), cache / "cases_minmax", ids)
-        data["minmax_hu_ranges"] = ranges
+        cache = (out / "smoke_cache") if args.smoke else Path(args.cache)
+        data["minmax_hu_ranges"] = qd.make_minmax(cases, cache / "cases_minmax", ids)
         cases_minmax = cache / "cases_minmax"
-    phantom_fold = None
-    if "c" in recipes:
-        tests = [c for c in ("ircadb_1", "ircadb_17") if c in have]
-        if not tests:
-            data["notes"].append("recipe (c) skipped: no real patient to evaluate on")
-        else:
-            ph = qd.make_phantoms(cache / "phantoms", args.phantoms)
-            for p in ph:
-                qd.link_case(cache / "phantoms" / p, cases / p)
-            phantom_fold = Fold("P", "phantom-only: train on phantoms, test on real patients", ph[:-1], tests,
-                                valid=[ph[-1]], tumour_cases=[c for c in tests if c == "ircadb_17"],
-                                note=f"{len(ph) - 1} phantom cases train, 1 validates; liver Dice on real CT")
-    fold_share = args.budget_minutes / max(len(folds), 1)
-    run_benchmark(recipes=recipes, folds=folds, phantom_fold=phantom_fold, cases=cases, cases_minmax=cases_minmax,
-                  out=out, budget_minutes=args.budget_minutes,
-                  phantom_minutes=args.phantom_minutes if args.phantom_minutes is not None else fold_share,
-                  meta=meta, data=data, sets=_parse_sets(args.set), reuse=args.reuse,
-                  keep_checkpoints=args.keep_checkpoints)
+    seeds = {"a": [BASE_SEED + i for i in range(args.seeds_a)], "b": [BASE_SEED + i for i in range(args.seeds)]}
+    data = {k: v for k, v in data.items() if k not in ("ids", "patients", "always", "facts")}
+    _set_stage(None)
+    run_benchmark(recipes=recipes, folds=folds, seeds=seeds, cases=cases, cases_minmax=cases_minmax, out=out,
+                  report_dir=report_dir, budget_minutes=budget, meta=meta, data=data, sets=sets, grid=grid,
+                  selection_only=args.selection_only, inprocess=args.smoke, keep_checkpoints=args.keep_checkpoints)
     return 0
 
 

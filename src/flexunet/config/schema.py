@@ -88,6 +88,11 @@ class TrainConfig:
     num_workers: int = _f(2, "DataLoader worker processes.")
     max_time_minutes: Optional[float] = _f(None, "Training time budget for the whole run (a --resume continues it): "
                                                  "stops at the epoch boundary that keeps within it.")
+    max_time_stop: str = _f("epoch", "How max_time_minutes ends a run: epoch (stop at the last epoch boundary that "
+                                     "keeps within the budget) or batch (train until the budget is spent and stop "
+                                     "after the batch that crosses it; that cut epoch is validated like any other), "
+                                     "so a run whose epochs are long still trains for all its minutes, e.g. to "
+                                     "compare recipes under the same wall-clock budget.", choices=("epoch", "batch"))
     max_steps_per_epoch: Optional[int] = _f(None, "Cap the training batches per epoch.")
     channels_last: bool = _f(True, "Use channels_last memory format.")
     oversample_class: Optional[int] = _f(None, "Class id whose slices are drawn more often (nnU-Net-style "

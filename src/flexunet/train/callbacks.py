@@ -260,12 +260,21 @@ class TimeBudget(L.Callback):
     the budget.  A hard stop at 1.25x the budget guards against a runaway epoch.  Like Lightning's
     ``Timer``, the time already trained travels with ``last.ckpt``: the budget is for the whole run,
     across ``--resume``.
+
+    With ``stop = "batch"`` (``[train] max_time_stop``) the run trains until the budget is spent and
+    stops after the batch that crosses it; Lightning validates that cut epoch, so its work counts.
+    Runs whose epochs are long then train for all their minutes, as runs with short epochs do.
+    ``stop = None`` reads ``[train] max_time_stop`` from the module's config at the start of training
+    ("epoch" when it has none).
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, stop: str | None = None):
         import time
 
+        if stop not in (None, "epoch", "batch"):
+            raise ValueError(f"TimeBudget stop={stop!r}: expected 'epoch' or 'batch'")
         self._clock = time.monotonic
+        self.stop = stop
         self.budget = minutes * 60.0
         self.before = 0.0  # seconds trained before a --resume
         self.start: float | None = None
@@ -284,13 +293,21 @@ class TimeBudget(L.Callback):
         self.longest = float(state.get("longest", 0.0))
 
     def on_train_start(self, trainer, pl_module):
+        if self.stop is None:
+            train_cfg = getattr(getattr(pl_module, "cfg", None), "train", None)
+            self.stop = getattr(train_cfg, "max_time_stop", "epoch")
         self.start = self._clock()
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_start = self._clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None and self.elapsed() > 1.25 * self.budget:
+        if self.start is None:
+            return
+        if self.stop == "batch":
+            if self.elapsed() >= self.budget:
+                trainer.should_stop = True
+        elif self.elapsed() > 1.25 * self.budget:
             self.stopped_early = True
             trainer.should_stop = True
 
@@ -298,7 +315,12 @@ class TimeBudget(L.Callback):
         now = self._clock()
         if self.epoch_start is not None:
             self.longest = max(self.longest, now - self.epoch_start)
-        if self.start is not None and self.elapsed() + self.longest > self.budget:
+        if self.start is None:
+            return
+        if self.stop == "batch":
+            if self.elapsed() >= self.budget:  # spent during the epoch's validation
+                trainer.should_stop = True
+        elif self.elapsed() + self.longest > self.budget:
             trainer.should_stop = True
 
 
