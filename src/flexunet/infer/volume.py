@@ -78,6 +78,8 @@ class VolumeSettings:
         min_tumour_mm3, tumour_liver_contact, fill_holes, tumour_grow, tumour_grow_beyond:
             postprocessing (see :mod:`flexunet.infer.postprocess` and docs/config.md, ``[infer]``).
         batch_size: slices per model call.
+        planes: the slicing planes the model was trained on (``[slice] planes``); with more than one,
+            the volume is segmented in each and the probabilities are averaged in 3-D.
     """
 
     hu_window: tuple[float, float]
@@ -93,11 +95,13 @@ class VolumeSettings:
     tumour_grow: int
     tumour_grow_beyond: int
     batch_size: int = 8
+    planes: tuple[str, ...] = ("axial",)
 
     @classmethod
     def from_config(cls, cfg: "Config") -> "VolumeSettings":
         """Read the settings from a loaded config."""
         from ..config.rules import context_enabled
+        from ..data.planes import normalize_planes
 
         return cls(hu_window=tuple(cfg.slice.hu_window), image_size=(cfg.model.image_height, cfg.model.image_width),
                    channels=cfg.model.image_channels,
@@ -105,7 +109,8 @@ class VolumeSettings:
                    standardize=cfg.model.input_normalize, tta_context_flip=cfg.infer.tta_context_flip,
                    num_classes=cfg.model.num_classes, min_tumour_mm3=cfg.infer.min_tumour_mm3,
                    tumour_liver_contact=cfg.infer.tumour_liver_contact, fill_holes=cfg.infer.fill_holes,
-                   tumour_grow=cfg.infer.tumour_grow, tumour_grow_beyond=cfg.infer.tumour_grow_beyond)
+                   tumour_grow=cfg.infer.tumour_grow, tumour_grow_beyond=cfg.infer.tumour_grow_beyond,
+                   planes=normalize_planes(cfg.slice.planes))
 
 
 @dataclass
@@ -493,37 +498,20 @@ def prepare_volume(vol: "Volume", hu_window: tuple[float, float], keep_image: bo
 # --------------------------------------------------------------------------- prediction
 
 
-def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: VolumeSettings,
-                   progress: bool = False) -> np.ndarray:
-    """Labels for a canonical windowed volume, slice by slice.
-
-    Args:
-        predictor: the loaded model(s).
-        windowed: uint8 (X, Y, Z) in canonical RAS orientation (:func:`prepare_volume`).
-        settings: model input size, channels and 2.5D context, standardisation, flip TTA, batch size.
-        progress: show a progress bar over the slices (tqdm, on stderr) when the volume has more
-            than :data:`PROGRESS_MIN_SLICES` slices.
-
-    Returns:
-        uint8 (X, Y, Z) argmax labels in the same (canonical) orientation.
-    """
+def _slice_probabilities(predictor: "Predictor", view: np.ndarray, settings: VolumeSettings, bar=None):
+    """Per batch of slices of ``view`` (uint8 (A, B, N), slices along the last axis): the slice indices and
+    their probabilities, float32 tensor (n, K, rows, cols) at the slice's own size, display-oriented."""
     import torch
     import torch.nn.functional as F
 
     from ..data.images import normalize_image
-    from ..data.slicer import from_view, slice_channels
+    from ..data.slicer import slice_channels
 
-    nx, ny, nz = windowed.shape
-    out = np.zeros((nx, ny, nz), np.uint8)
+    nz = view.shape[2]
     size = tuple(settings.image_size)
-    bar = None
-    if progress and nz > PROGRESS_MIN_SLICES:
-        from tqdm import tqdm
-
-        bar = tqdm(total=nz, unit="slice", desc="slices", leave=False, dynamic_ncols=True)
     for start in range(0, nz, settings.batch_size):
         ks = range(start, min(start + settings.batch_size, nz))
-        imgs = [normalize_image(slice_channels(windowed, k, settings.channels, settings.context).astype(np.float32)
+        imgs = [normalize_image(slice_channels(view, k, settings.channels, settings.context).astype(np.float32)
                                 / 255.0, settings.standardize) for k in ks]
         x = torch.from_numpy(np.stack(imgs))
         native = x.shape[2:]
@@ -534,11 +522,62 @@ def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: Volum
             probs = (probs + predictor.probs(x.flip(1))) / 2
         if tuple(native) != size:
             probs = F.interpolate(probs, size=native, mode="bilinear", align_corners=False)
-        labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
-        for k, lab in zip(ks, labels):
-            out[:, :, k] = from_view(lab)
+        yield ks, probs
         if bar is not None:
             bar.update(len(ks))
+
+
+def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: VolumeSettings,
+                   progress: bool = False) -> np.ndarray:
+    """Labels for a canonical windowed volume, slice by slice in each of ``settings.planes``.
+
+    With one plane, each batch's argmax is written straight into the label volume.  With several
+    (tri-planar fusion), each plane's probabilities are put back on the canonical grid and summed
+    in a float32 (X, Y, Z, K) volume (630 MB for 512x512x200 and 3 classes), whose argmax is the
+    result: every voxel is decided by the three slices through it.
+
+    Args:
+        predictor: the loaded model(s).
+        windowed: uint8 (X, Y, Z) in canonical RAS orientation (:func:`prepare_volume`).
+        settings: model input size, channels and 2.5D context, standardisation, flip TTA, batch size,
+            planes.
+        progress: show a progress bar over the slices (tqdm, on stderr) when the volume has more
+            than :data:`PROGRESS_MIN_SLICES` slices.
+
+    Returns:
+        uint8 (X, Y, Z) argmax labels in the same (canonical) orientation.
+    """
+    import torch
+
+    from ..data.planes import to_plane
+    from ..data.slicer import from_view
+
+    planes = tuple(settings.planes)
+    total = sum(to_plane(windowed, p).shape[2] for p in planes)
+    bar = None
+    if progress and total > PROGRESS_MIN_SLICES:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="slice", desc="slices", leave=False, dynamic_ncols=True)
+    if planes == ("axial",):
+        out = np.zeros(windowed.shape, np.uint8)
+        for ks, probs in _slice_probabilities(predictor, windowed, settings, bar):
+            labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
+            for k, lab in zip(ks, labels):
+                out[:, :, k] = from_view(lab)
+    else:
+        acc = None
+        for plane in planes:
+            view = to_plane(windowed, plane)
+            for ks, probs in _slice_probabilities(predictor, view, settings, bar):
+                probs = probs.float().cpu().numpy()
+                if acc is None:
+                    acc = np.zeros((*windowed.shape, probs.shape[1]), np.float32)
+                acc_view = to_plane(acc, plane)  # a view: writes land in acc
+                for k, p in zip(ks, probs):
+                    acc_view[:, :, k, :] += np.stack([from_view(pc) for pc in p], axis=-1)
+        out = acc.argmax(-1).astype(np.uint8)
+        del acc
     if bar is not None:
         bar.close()
     return out
