@@ -88,6 +88,14 @@ def test_two_series_in_one_folder_are_listed_and_one_can_be_chosen(project, caps
     assert "--series UID" in msg
     vol = read_volume(project / "both", series_uid="1.2.826.0.1.3680043.2.1125.1")
     assert vol.shape == (24, 20, 5)
+    # the same choice through infer-volume and the API
+    rc = main(["--quiet", "infer-volume", str(project / "c.config"), str(project / "both"), "--output",
+               str(project / "out"), "--series", "1.2.826.0.1.3680043.2.1125.2"])
+    assert rc == 0 and nib.load(project / "out" / "both.nii.gz").shape == (24, 20, 2)
+    import flexunet
+
+    seg = flexunet.segment(project / "both", config=project / "c.config", series_uid="1.2.826.0.1.3680043.2.1125.1")
+    assert seg.labels.shape == (24, 20, 5)
     (project / "x.nii.gz").write_bytes(b"")
     with pytest.raises(DataError, match="not DICOM"):
         read_volume(project / "x.nii.gz", series_uid="1.2")

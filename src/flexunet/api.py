@@ -88,7 +88,7 @@ def read_volume(path: str | os.PathLike) -> "Volume":
 
 def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine: np.ndarray | None = None,
             overrides: Overrides = (), postprocess: bool = True, device: str | None = None,
-            keep_image: bool = True) -> Segmentation:
+            keep_image: bool = True, series_uid: str | None = None) -> Segmentation:
     """Segment the liver and liver tumours of one CT, in memory.
 
     The same computation as ``flexunet infer-volume`` (labels equal voxel for voxel), without
@@ -108,6 +108,7 @@ def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine:
         device: "auto", "cpu", "cuda" or "cuda:N" (default: ``[infer] device``).
         keep_image: keep the CT in HU in the result (``.image``) for the HU statistics, the
             lesions' mean HU and the report's images.
+        series_uid: the SeriesInstanceUID to read from a DICOM folder or zip holding several series.
 
     Returns:
         :class:`Segmentation`: ``labels`` uint8 (X, Y, Z) on the input's grid (0 background,
@@ -121,14 +122,15 @@ def segment(ct: CTInput, config: ConfigLike, weights: Weights = None, *, affine:
         DataError: unreadable CT, bad array or affine.
     """
     predictor = VolumePredictor(as_config(config, overrides), weights, device=device)
-    return predictor.segment(ct, affine=affine, postprocess=postprocess, keep_image=keep_image)
+    return predictor.segment(ct, affine=affine, postprocess=postprocess, keep_image=keep_image,
+                             series_uid=series_uid)
 
 
 def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
                   weights: Weights = None, *, overrides: Overrides = (), postprocess: bool = True,
                   keep_going: bool = False, quiet: bool = False, num_parts: int = 1, part_id: int = 0,
                   statistics: bool = False, report: bool = False,
-                  output_format: str | Sequence[str] = "nifti") -> dict:
+                  output_format: str | Sequence[str] = "nifti", series_uid: str | None = None) -> dict:
     """Segment volume files into ``output_dir/<case>.nii.gz`` (``flexunet infer-volume``).
 
     Args:
@@ -147,6 +149,7 @@ def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], outpu
         report: also write the self-contained HTML report ``<case>.html``.
         output_format: "nifti", "dicom-seg" (``<case>.seg.dcm``, DICOM input only) or both
             ("nifti,dicom-seg" or a list).
+        series_uid: the SeriesInstanceUID to read from DICOM inputs holding several series.
 
     Returns:
         ``{"written": [label files], "failures": [(input, message)], "timings": [per-case dicts],
@@ -160,7 +163,7 @@ def infer_volumes(config: ConfigLike, inputs: Sequence[str | os.PathLike], outpu
 
     return run(as_config(config, overrides), inputs, output_dir, weights=weights, postprocess=postprocess,
                keep_going=keep_going, quiet=quiet, num_parts=num_parts, part_id=part_id, statistics=statistics,
-               report=report, output_format=output_format)
+               report=report, output_format=output_format, series_uid=series_uid)
 
 
 def write_phantoms(dst: str | os.PathLike, cases: int = 8, seed: int = 0) -> Path:

@@ -100,7 +100,7 @@ def cmd_infer_volume(args):
     res = infer_volumes(_config(args), args.inputs, args.output, weights=args.weights,
                         postprocess=not args.no_postprocess, keep_going=args.keep_going, quiet=args.quiet,
                         num_parts=args.num_parts, part_id=args.part_id, statistics=args.statistics,
-                        report=args.report, output_format=args.output_format)
+                        report=args.report, output_format=args.output_format, series_uid=args.series)
     if not args.quiet and res.get("statistics_csv"):
         print(f"wrote {res['statistics_csv']} and {len(res['statistics'])} <case>.json")
     if not args.quiet and res.get("reports"):
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights(sp)
     sp.add_argument("--no-postprocess", action="store_true", help="skip largest-component / hole filling")
     sp.add_argument("--keep-going", action="store_true", help="report failing volumes and continue")
+    sp.add_argument("--series", metavar="UID", default=None,
+                    help="the SeriesInstanceUID to read from a DICOM folder or zip holding several series")
     sp.add_argument("--num-parts", type=int, default=1, metavar="N",
                     help="split the inputs into N parts (for a job array over machines; default 1)")
     sp.add_argument("--part-id", type=int, default=0, metavar="K",

@@ -434,7 +434,7 @@ def select_part(inputs: Sequence[str], num_parts: int = 1, part_id: int = 0) -> 
     return list(inputs)[part_id::num_parts]
 
 
-def as_volume(ct: CTInput, affine: np.ndarray | None = None) -> "Volume":
+def as_volume(ct: CTInput, affine: np.ndarray | None = None, series_uid: str | None = None) -> "Volume":
     """Whatever :data:`CTInput` a caller gives, as a :class:`~flexunet.io.volumes.Volume` in HU.
 
     Args:
@@ -449,7 +449,7 @@ def as_volume(ct: CTInput, affine: np.ndarray | None = None) -> "Volume":
     if isinstance(ct, (str, os.PathLike)):
         if affine is not None:
             raise DataError(f"{ct}: affine= is for arrays; a file carries its own geometry")
-        return read_volume(ct)
+        return read_volume(ct, series_uid=series_uid)
     if isinstance(ct, Volume):
         vol = ct
     elif hasattr(ct, "affine") and hasattr(ct, "dataobj"):  # a nibabel spatial image
@@ -623,7 +623,7 @@ class _Loaded:
 
 
 def _loader(paths: Sequence[str], hu_window, q: queue.Queue, abort: threading.Event, keep_going: bool,
-            keep_image: bool = False) -> None:
+            keep_image: bool = False, series_uid: str | None = None) -> None:
     from ..io.volumes import read_volume
 
     for path in paths:
@@ -631,7 +631,7 @@ def _loader(paths: Sequence[str], hu_window, q: queue.Queue, abort: threading.Ev
             return
         try:
             t0 = time.perf_counter()
-            prepared = prepare_volume(read_volume(path), hu_window, keep_image)
+            prepared = prepare_volume(read_volume(path, series_uid=series_uid), hu_window, keep_image)
             prepared.read_s = time.perf_counter() - t0
             item = _Loaded(str(path), volume=prepared)
         except FlexUNetError as exc:
@@ -728,7 +728,7 @@ class VolumePredictor:
         return labels, {"read_s": prepared.read_s, "predict_s": t1 - t0, "postprocess_s": time.perf_counter() - t1}
 
     def segment(self, ct: CTInput, *, affine: np.ndarray | None = None, postprocess: bool = True,
-                keep_image: bool = True, progress: bool = False) -> Segmentation:
+                keep_image: bool = True, progress: bool = False, series_uid: str | None = None) -> Segmentation:
         """Segment one CT in memory (nothing is written).
 
         Args:
@@ -739,6 +739,7 @@ class VolumePredictor:
             keep_image: keep the CT in HU in the result (``Segmentation.image``, int16 where exact),
                 for the HU statistics, the lesions' mean HU and the report's images.
             progress: a progress bar over the slices of a long volume.
+            series_uid: the SeriesInstanceUID to read from a DICOM folder or zip holding several.
 
         Returns:
             :class:`Segmentation` on the input's grid.
@@ -747,7 +748,7 @@ class VolumePredictor:
             DataError: unreadable input, bad array or affine, NaN/Inf voxels.
         """
         t0 = time.perf_counter()
-        vol = as_volume(ct, affine)
+        vol = as_volume(ct, affine, series_uid)
         prepared = prepare_volume(vol, self.settings.hu_window, keep_image)
         prepared.read_s = time.perf_counter() - t0
         del vol
@@ -766,7 +767,7 @@ class VolumePredictor:
     def segment_files(self, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
                       postprocess: bool = True, keep_going: bool = False, quiet: bool = False,
                       num_parts: int = 1, part_id: int = 0, statistics: bool = False, report: bool = False,
-                      output_format: str | Sequence[str] = "nifti") -> dict:
+                      output_format: str | Sequence[str] = "nifti", series_uid: str | None = None) -> dict:
         """Segment volume files into ``output_dir/<case>.nii.gz`` (uint8 labels, the input's affine and header).
 
         The next volume is read while the current one is predicted.  Output names come from
@@ -787,6 +788,7 @@ class VolumePredictor:
             report: also write the self-contained ``<case>.html`` report.
             output_format: "nifti" (``<case>.nii.gz``), "dicom-seg" (``<case>.seg.dcm``, DICOM input
                 only) or both ("nifti,dicom-seg").
+            series_uid: the SeriesInstanceUID to read from DICOM inputs holding several series.
 
         Returns:
             ``{"written": [label files], "failures": [(input, message)], "timings": [per-case dicts],
@@ -823,7 +825,7 @@ class VolumePredictor:
         q: queue.Queue = queue.Queue(maxsize=1)
         abort = threading.Event()
         loader = threading.Thread(target=_loader, args=(existing, self.settings.hu_window, q, abort, keep_going,
-                                                        statistics or report), daemon=True)
+                                                        statistics or report, series_uid), daemon=True)
         loader.start()
         bar = None
         if not quiet and len(existing) > 1:
@@ -932,7 +934,7 @@ def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: st
                   weights: str | Sequence[str] | None = None, postprocess: bool = True, keep_going: bool = False,
                   quiet: bool = False, predictor: "Predictor | None" = None, num_parts: int = 1,
                   part_id: int = 0, statistics: bool = False, report: bool = False,
-                  output_format: str | Sequence[str] = "nifti") -> dict:
+                  output_format: str | Sequence[str] = "nifti", series_uid: str | None = None) -> dict:
     """``flexunet infer-volume``: :meth:`VolumePredictor.segment_files` with a model loaded for the call.
 
     Inputs are checked (names, existence, DICOM for DICOM-SEG) before the model is loaded, so a bad
@@ -950,4 +952,4 @@ def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: st
     vp = VolumePredictor(cfg, weights, predictor=predictor)
     return vp.segment_files(inputs, output, postprocess=postprocess, keep_going=keep_going, quiet=quiet,
                             num_parts=num_parts, part_id=part_id, statistics=statistics, report=report,
-                            output_format=formats)
+                            output_format=formats, series_uid=series_uid)
