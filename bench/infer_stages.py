@@ -46,6 +46,8 @@ C.ensure_src_on_path()
 
 REPO = BENCH.parent
 CT_CONFIG = REPO / "projects" / "liver-tumor-ct" / "train_eval_infer.config"
+SEED_CONFIG = REPO.parent / "shared" / "seed" / "train_eval_infer.config"
+TF_PYTHON = Path("/tmp/tf-venv/bin/python")
 VARIANTS = {  # name -> --set overrides
     "eager-32": ["infer.runtime='eager'", "train.precision='32'"],
     "eager-bf16": ["infer.runtime='eager'", "train.precision='bf16'"],
@@ -197,6 +199,80 @@ def worker_stages(args) -> dict:
             "slices": int(nz), "threads": torch.get_num_threads(), "peak_rss_mb": round(C.peak_rss_mb(), 1)}
 
 
+# --------------------------------------------------------------------------- the seed model against the original
+
+
+def seed_vs_tf(work: Path, ct: Path, repeats: int, threads: int = 2) -> dict:
+    """The same CT through the seed config's model at 512²: ``flexunet infer-volume`` as a process (fp32 and
+    bf16) against the original's TensorFlow model predicting the same slices (``tf_seed_predict.py``)."""
+    import numpy as np
+
+    from flexunet.api import load_config
+    from flexunet.data.slicer import slice_channels
+    from flexunet.infer.volume import VolumeSettings, prepare_volume
+    from flexunet.io.volumes import read_volume
+    from flexunet.models import create_model
+    from flexunet.models.checkpoint import save_weights
+
+    seed = work / "seed"
+    (seed / "models").mkdir(parents=True, exist_ok=True)
+    cfg_path = seed / "train_eval_infer.config"
+    cfg_path.write_text(SEED_CONFIG.read_text())
+    cfg = load_config(cfg_path)
+    if not (seed / "models" / "best.pt").exists():
+        import torch
+
+        torch.manual_seed(0)
+        save_weights(seed / "models" / "best.pt", create_model(cfg.model), cfg.model)
+    st = VolumeSettings.from_config(cfg)
+    npy = seed / "slices.npy"
+    if not npy.exists():
+        prep = prepare_volume(read_volume(ct), st.hu_window)
+        stack = np.stack([np.moveaxis(slice_channels(prep.windowed, k, st.channels, st.context), 0, -1)
+                          for k in range(prep.windowed.shape[2])])
+        np.save(npy, stack)
+    out: dict = {"flexunet-32": [], "flexunet-bf16": [], "tensorflow": []}
+    py = sys.executable
+    for _ in range(repeats):
+        for name, prec in (("flexunet-32", "32"), ("flexunet-bf16", "bf16")):
+            run = run_process([py, "-m", "flexunet", "--quiet", "infer-volume", str(cfg_path), str(ct), "--output",
+                               str(seed / f"out_{prec}"), "--set", f"train.precision='{prec}'"])
+            out[name].append(run)
+            print(f"seed model, {name}: {run['wall_s']} s", flush=True)
+        if TF_PYTHON.is_file():
+            tf = C.run_result_subprocess([str(TF_PYTHON), str(BENCH / "tf_seed_predict.py"), str(npy), str(threads)],
+                                         timeout=3600)
+            out["tensorflow"].append(tf)
+            print(f"seed model, tensorflow: {tf.get('wall_s')} s ({tf.get('error') or tf.get('predict_s')})", flush=True)
+        else:
+            out["tensorflow"].append({"skipped": f"{TF_PYTHON} not found (python3 -m venv /tmp/tf-venv && "
+                                                 "/tmp/tf-venv/bin/pip install tensorflow-cpu)"})
+    return out
+
+
+def seed_report(seed: dict) -> str:
+    rows = []
+    tf_walls = [r["wall_s"] for r in seed.get("tensorflow", []) if "wall_s" in r and "error" not in r]
+    tf_best = min(tf_walls) if tf_walls else None
+    for name, runs in seed.items():
+        walls = [r["wall_s"] for r in runs if r.get("returncode", 0) == 0 and "wall_s" in r and "error" not in r]
+        if not walls:
+            rows.append([name, (runs[0].get("skipped") or runs[0].get("error") or "failed")[:80] if runs else "-",
+                         "", "", ""])
+            continue
+        best = min(walls)
+        extra = ""
+        if name == "tensorflow":
+            r = min((r for r in runs if "wall_s" in r and "error" not in r), key=lambda r: r["wall_s"])
+            extra = f"import {r.get('import_s')} s, build {r.get('build_s')} s, predict {r.get('predict_s')} s"
+        rows.append([name, best, round(tf_best / best, 2) if tf_best else "", runs[0].get("peak_rss_mb", ""), extra])
+    return "\n".join(["The seed model (512², 8 levels, 9x9; random weights) on the same CT, as processes: "
+                      "`flexunet infer-volume` with the seed config against the original's TensorFlow model "
+                      "predicting the same slices one by one (`bench/tf_seed_predict.py`; its file reading and "
+                      "PNG writing left out):", "",
+                      C.md_table(["", "best s", "speed-up vs TF", "peak RSS MB", "TF's parts"], rows)])
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -219,10 +295,11 @@ def report(res: dict) -> str:
         rows.append([name, min(walls) if walls else "failed", round(sorted(walls)[len(walls) // 2], 2) if walls else "",
                      max(r["peak_rss_mb"] for r in v["runs"]), agree.get("voxels_differ", ""),
                      agree.get("liver_dice", ""), agree.get("tumour_dice", "")])
-    lines += ["End to end (`python -m flexunet --quiet infer-volume ...`, one fresh process per run, "
-              f"{res['repeats']} interleaved rounds):", "",
-              C.md_table(["variant", "best s", "median s", "peak RSS MB", "voxels != eager-32", "liver Dice vs eager-32",
-                          "tumour Dice vs eager-32"], rows), ""]
+    if rows:
+        lines += ["End to end (`python -m flexunet --quiet infer-volume ...`, one fresh process per run, "
+                  f"{res['repeats']} interleaved rounds):", "",
+                  C.md_table(["variant", "best s", "median s", "peak RSS MB", "voxels != eager-32",
+                              "liver Dice vs eager-32", "tumour Dice vs eager-32"], rows), ""]
     for name, st in res["stages"].items():
         stages = dict(st.get("stages_s", {}))
         stages["interpreter"] = res.get("interpreter_s")
@@ -231,6 +308,8 @@ def report(res: dict) -> str:
         srows.append(["sum (without the true-label row)", round(counted, 2)])
         lines += [f"Stages of `{name}` (`--worker stages`; loop labels equal `predict_volume`'s: "
                   f"{st.get('loop_equals_predict_volume')}):", "", C.md_table(["stage", "seconds"], srows), ""]
+    if res.get("seed_vs_tf"):
+        lines += [seed_report(res["seed_vs_tf"]), ""]
     return "\n".join(lines)
 
 
@@ -241,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--stages-of", default="eager-32", help="variants whose stages are profiled (comma list)")
     ap.add_argument("--weights", default=None, help="a trained best.pt of the liver-tumor-ct config")
+    ap.add_argument("--seed-vs-tf", action="store_true",
+                    help="also the seed model at 512² against the original's TensorFlow predict (needs /tmp/tf-venv)")
     ap.add_argument("--out", default=str(C.RESULTS_DIR / "infer_stages"))
     ap.add_argument("--report-dir", default=None, help="also write the summary JSON/MD here (e.g. bench/reports)")
     ap.add_argument("--worker", choices=("stages",), help=argparse.SUPPRESS)
@@ -287,6 +368,8 @@ def main(argv=None) -> int:
                                        "--outdir", str(work)], timeout=3600)
         res["stages"][v] = got
         print(f"stages of {v}: {got.get('stages_s') or got}", flush=True)
+    if args.seed_vs_tf:
+        res["seed_vs_tf"] = seed_vs_tf(work, ct, args.repeats)
     text = report(res)
     print(text)
     C.save_report("infer_stages", res, text, out, args.report_dir)
