@@ -49,18 +49,20 @@ Recipes:
   reported as mean, standard deviation and range.
 
 Output: ``<out>/runs/<run>/`` (git-ignored) keeps each run's config, logs, dataset, weights, predictions
-and ``summary.json``; ``<out>/quality.{md,json,csv}`` the tables.  The small per-run summaries (JSON, no
-weights) and the tables are also written to ``--report-dir`` (default ``bench/reports/quality/``, the
-folder whose files the docs quote and which is committed): ``runs/<run>.json``, ``quality.md``,
-``quality.csv``.  A run's name holds its recipe, test patient, seed and budget.
+and ``summary.json``; ``<out>/quality.{md,json,csv}`` the tables of this invocation.  The small per-run
+summaries (JSON, no weights) also go to ``--report-dir`` (default ``bench/reports/quality/``, the folder
+whose files the docs quote and which is committed) as ``runs/<run>.json``, with the tables of every
+summary there of the same budget, ``quality-<budget>min.{md,csv}`` (``selection-<budget>min`` for
+``--selection-only``).  A run's name holds its recipe, test patient, seed and budget.
 
 Resuming: a run whose ``summary.json`` exists with the same key (config, grid, cases, protocol) is
 skipped; an interrupted run keeps its finished stages (slicing, training, selection) and an interrupted
 training continues from ``last.ckpt`` with the time it had already trained.
 
 Wall time of the documented run on 2 cores: 3 folds x (3 + 1) runs x 20 training minutes = 4 hours of
-training, plus slicing, the last epoch's validation, selection and testing, about 5-7 minutes per run
-for (b) and more for (a), whose 512^2 model infers slowly: about 5 to 6 hours in all.
+training, plus per run about 3 minutes of slicing, selection (about 2 minutes for (b): three training
+volumes segmented, 25 candidates scored; none for (a)), testing and process starts, and the first
+import of the data (a few minutes): about 4.5 to 5 hours in all.
 """
 from __future__ import annotations
 
@@ -899,6 +901,11 @@ def run_row(s: dict) -> dict:
     }
 
 
+def natural_key(name: str) -> list:
+    """``ircadb_7`` before ``ircadb_17``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name))]
+
+
 def _stats(values) -> dict:
     v = [x for x in values if x is not None and math.isfinite(x)]
     if not v:
@@ -927,7 +934,7 @@ def aggregate(rows: list[dict]) -> dict:
             folds[test] = {k: _stats([r[k] for r in rs]) for k in keys}
             folds[test]["seeds"] = sorted(r["seed"] for r in rs)
         out["overall"][recipe] = {k: _stats([f[k]["mean"] for f in folds.values()]) for k in keys}
-        out["overall"][recipe]["folds"] = sorted(folds)
+        out["overall"][recipe]["folds"] = sorted(folds, key=natural_key)
     return out
 
 
@@ -959,7 +966,7 @@ def render(report: dict) -> str:
             [[c, "x".join(map(str, f["shape"])), "x".join(f"{s:g}" for s in f["spacing_mm"]),
               f"{f['voxels_liver_label1']:,}", f"{f['voxels_tumour_label2']:,}",
               f"{f['liver_slices']}/{f['slices']}", f"{f['hu_min']:.0f}..{f['hu_max']:.0f}"]
-             for c, f in facts.items()])]
+             for c, f in sorted(facts.items(), key=lambda kv: natural_key(kv[0]))])]
     L_.append("")
     for fold in report["folds"]:
         L_.append(f"- fold {fold['name']}: train {', '.join(fold['train'])}; validation: held-out slice blocks "
@@ -988,7 +995,7 @@ def render(report: dict) -> str:
         L_ += ["", "## Per fold (over seeds: mean ± sd (min–max))", ""]
         prow = []
         for recipe, folds in agg["per_fold"].items():
-            for test, st in sorted(folds.items()):
+            for test, st in sorted(folds.items(), key=lambda kv: natural_key(kv[0])):
                 prow.append([f"({recipe})", test, len(st["seeds"]), _ms(st["liver_dice"]), _ms(st["tumour_dice"]),
                              _ms(st["false_tumour_ml"], 1), _ms(st["liver_assd_mm"], 2), _ms(st["liver_hd95_mm"], 1),
                              _ms(st["tumour_hd95_mm"], 1), _ms(st["img_per_s"], 2)])
@@ -1125,12 +1132,7 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[
         _common.save_results("quality", _clean(report), out / "quality.json")
         write_csv(out / "quality.csv", rows)
         if report_dir is not None and final:
-            (report_dir / "runs").mkdir(parents=True, exist_ok=True)
-            for s in report["runs"]:
-                if s.get("run") and s.get("ok", True):
-                    _write_json(report_dir / "runs" / f"{s['run']}.json", s)
-            (report_dir / "quality.md").write_text(text)
-            write_csv(report_dir / "quality.csv", rows)
+            export_reports(report, report_dir, budget_minutes, selection_only)
         return text
 
     for recipe, fold, seed in plan:
@@ -1149,6 +1151,38 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[
     print(f"wrote {out / 'quality.md'}, quality.json, quality.csv"
           + (f"; summaries and tables in {report_dir}" if report_dir is not None else ""))
     return report
+
+
+def export_reports(report: dict, report_dir: Path, budget_minutes: float, selection_only: bool) -> list[Path]:
+    """Copy the run summaries to ``report_dir/runs/<run>.json`` and write the tables of every summary there
+    with this budget: ``quality-<budget>min.{md,csv}``, or ``selection-<budget>min.{md,csv}`` for
+    ``--selection-only`` (which never replaces a summary that holds test figures).  Runs of several
+    invocations (e.g. one fold at a time) thus add up to one table per budget."""
+    runs_dir = report_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for s in report["runs"]:
+        if not (s.get("run") and s.get("ok", True)):
+            continue
+        dst = runs_dir / f"{s['run']}.json"
+        if selection_only and (_read_json(dst) or {}).get("test"):
+            continue
+        _write_json(dst, s)
+    tag = f"{budget_minutes:g}min"
+    collected = []
+    for f in sorted(runs_dir.glob(f"*-{tag}.json"), key=lambda q: natural_key(q.stem)):
+        s = _read_json(f)
+        if not s or s.get("budget_minutes") != budget_minutes:
+            continue
+        if selection_only:
+            s = {**s, "test": None, "cases": {}}
+        elif not s.get("test"):
+            continue
+        collected.append(s)
+    stem = f"{'selection' if selection_only else 'quality'}-{tag}"
+    text = render({**report, "runs": collected})
+    (report_dir / f"{stem}.md").write_text(text)
+    write_csv(report_dir / f"{stem}.csv", [run_row(s) for s in collected])
+    return [report_dir / f"{stem}.md", report_dir / f"{stem}.csv"]
 
 
 def _parse_sets(items) -> dict:

@@ -117,8 +117,10 @@ def test_smoke_protocol_end_to_end(quality, smoke):
     # the small summaries and the tables for bench/reports/ (here OUT/reports in smoke mode)
     rep = out / "reports"
     assert sorted(p.name for p in (rep / "runs").iterdir()) == [f"{n}.json" for n in sorted(runs)]
-    assert (rep / "quality.md").read_text() == md
-    rows = (rep / "quality.csv").read_text().splitlines()
+    rep_md = (rep / "quality-0.01min.md").read_text()
+    assert [line for line in md.splitlines() if line.startswith("| b-")] == \
+        [line for line in rep_md.splitlines() if line.startswith("| b-")]
+    rows = (rep / "quality-0.01min.csv").read_text().splitlines()
     assert rows[0].startswith("run,recipe,test,seed,budget_min,liver_dice,tumour_dice,false_tumour_ml,")
     assert len(rows) == 3
     summary = json.loads((rep / "runs" / "b-phantom_002-seed42-0.01min.json").read_text())
@@ -202,6 +204,8 @@ def test_selection_only_never_opens_the_test_patient(quality, tmp_path):
     run = json.loads((tmp_path / "runs" / "b-phantom_001-seed42-0.005min" / "summary.json").read_text())
     assert run["test"] is None and run["selection"]["scored"] and not (tmp_path / "runs" / run["run"] / "test").exists()
     assert "Selection only: no test patient was opened." in (tmp_path / "quality.md").read_text()
+    assert (tmp_path / "reports" / "selection-0.005min.md").exists()
+    assert json.loads((tmp_path / "reports" / "runs" / f"{run['run']}.json").read_text())["test"] is None
 
 
 # --------------------------------------------------------------------------- pieces
