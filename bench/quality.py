@@ -28,7 +28,8 @@ Protocol
    It segments the training patients' volumes once, applies every postprocessing candidate of
    :func:`postprocess_grid` (off, ``fill_holes``, ``min_tumour_mm3``, ``tumour_grow`` /
    ``tumour_grow_beyond``) and keeps the one with the highest pooled liver Dice + tumour Dice on the
-   validation blocks.  Whole-recipe choices (augmentation, 2.5D, planes, loss...) are compared with
+   validation blocks (they neighbour training slices: optimistic figures, used only to rank the
+   candidates).  Whole-recipe choices (augmentation, 2.5D, planes, loss...) are compared with
    ``--selection-only``, which runs steps 1-3 and never opens a test patient.
 4. Test: the test patient is segmented and scored once per run, with the selected postprocessing
    (``infer-volume`` then ``evaluate-volume``): liver Dice, tumour Dice where it has tumours (1, 17),
