@@ -28,10 +28,22 @@ from ..errors import DataError
 from .planes import normalize_planes, slice_name, to_plane
 
 
-def hu_to_uint8(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+def hu_to_uint8(hu: np.ndarray, window: tuple[float, float], chunk: int = 16) -> np.ndarray:
+    """HU clipped to ``window`` and mapped to 0..255, rounded: uint8 of ``hu``'s shape.
+
+    A volume (3-D or more) is converted ``chunk`` slices of its third axis at a time, so no float copy
+    of the whole volume is made (a 512x512x200 CT in float64 would be 420 MB per temporary).
+    """
     lo, hi = float(window[0]), float(window[1])
-    out = (np.clip(hu, lo, hi) - lo) * (255.0 / (hi - lo))
-    return np.rint(out).astype(np.uint8)
+    scale = 255.0 / (hi - lo)
+    if hu.ndim < 3:
+        return np.rint((np.clip(hu, lo, hi) - lo) * scale).astype(np.uint8)
+    out = np.empty(hu.shape, np.uint8)
+    for start in range(0, hu.shape[2], chunk):
+        part = np.clip(hu[:, :, start:start + chunk], lo, hi) - lo
+        part *= scale
+        out[:, :, start:start + chunk] = np.rint(part, out=part)
+    return out
 
 
 def to_view(slice_ij: np.ndarray) -> np.ndarray:
