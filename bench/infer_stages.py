@@ -18,8 +18,10 @@
    model's labels are not a liver) and the NIfTI write.  The stage loop's labels are checked equal to
    ``predict_volume``'s, so the split describes the code users run.
 
-The model is ``projects/liver-tumor-ct``'s config with random weights (seed 0) unless ``--weights`` is given:
-speed does not depend on the weights, postprocessing does (hence the true-label row).  The CT is a phantom
+The model is ``projects/liver-tumor-ct``'s config trained for ``--phantom-minutes`` (3) on 8 generated
+phantoms, unless ``--weights`` is given (``--phantom-minutes 0``: random weights).  Both the model's speed
+and postprocessing depend on the weights: a random model's activations and labels are unlike a trained
+one's.  Postprocessing is also timed on the case's true label volume.  The CT is a phantom
 stored LAS (not canonical), as ``bench/speed.py`` writes it.
 
 Output: a table (printed), ``<out>/infer_stages.json`` and ``.md``; ``--report-dir bench/reports`` also
@@ -55,6 +57,29 @@ VARIANTS = {  # name -> --set overrides
     "compile": ["infer.runtime='compile'", "train.precision='32'"],
 }
 DEFAULT_VARIANTS = "eager-32,eager-bf16,onnxruntime"
+
+
+def train_on_phantoms(work: Path, minutes: float) -> Path:
+    """The CT config trained for ``minutes`` on 8 generated phantoms (7 train, 1 valid): a model whose labels
+    look like a liver, which is what speed and memory of inference depend on (random weights give
+    labels everywhere and ill-conditioned activations)."""
+    from flexunet import api
+
+    root = work / "phantom_model"
+    best = root / "models" / "best.pt"
+    if best.exists():
+        return best
+    root.mkdir(parents=True, exist_ok=True)
+    cfg_path = root / "train_eval_infer.config"
+    cfg_path.write_text(CT_CONFIG.read_text())
+    api.write_phantoms(root / "cases", cases=8, seed=0)
+    names = [f"phantom_{i:03d}" for i in range(8)]
+    overrides = [f"slice.train_cases={names[:7]!r}", f"slice.valid_cases={names[7:]!r}", "slice.test_cases=[]",
+                 f"train.max_time_minutes={minutes}", "train.epoch_change_infer=False", "train.num_workers=1"]
+    cfg = api.load_config(cfg_path, overrides)
+    api.slice_cases(cfg, quiet=True)
+    api.train(cfg, quiet=True)
+    return best
 
 
 def prepare(work: Path, slices: int, weights: str | None) -> tuple[Path, Path, Path]:
@@ -287,7 +312,8 @@ STAGE_NAMES = [("interpreter", "interpreter start (`python -c pass`)"), ("import
 
 def report(res: dict) -> str:
     lines = [f"# infer-volume: stages and runtimes, {res['shape']}", "",
-             f"Command: `{res['command']}`  ", f"Machine: {res['machine']}", ""]
+             f"Command: `{res['command']}`  ", f"Machine: {res['machine']}  ",
+             f"Weights: {res.get('weights')}", ""]
     rows = []
     for name, v in res["e2e"].items():
         walls = [r["wall_s"] for r in v["runs"] if r["returncode"] == 0]
@@ -320,6 +346,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--stages-of", default="eager-32", help="variants whose stages are profiled (comma list)")
     ap.add_argument("--weights", default=None, help="a trained best.pt of the liver-tumor-ct config")
+    ap.add_argument("--phantom-minutes", type=float, default=3.0,
+                    help="without --weights: train the CT config this long on generated phantoms first "
+                         "(0: random weights)")
     ap.add_argument("--seed-vs-tf", action="store_true",
                     help="also the seed model at 512² against the original's TensorFlow predict (needs /tmp/tf-venv)")
     ap.add_argument("--out", default=str(C.RESULTS_DIR / "infer_stages"))
@@ -342,9 +371,14 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
     info = C.print_header("infer-volume stages and runtimes", argv=argv)
-    ct, truth, cfg_path = prepare(work, args.slices, args.weights)
+    weights = args.weights
+    if not weights and args.phantom_minutes > 0:
+        weights = str(train_on_phantoms(out, args.phantom_minutes))
+    ct, truth, cfg_path = prepare(work, args.slices, weights)
+    res_weights = weights or "random (seed 0)"
     res = {"command": info["command"], "machine": C.machine_line(info["machine"]), "shape": f"512x512x{args.slices}",
-           "repeats": args.repeats, "e2e": {v: {"runs": []} for v in variants}, "stages": {}}
+           "repeats": args.repeats, "e2e": {v: {"runs": []} for v in variants}, "stages": {},
+           "weights": res_weights}
     py = sys.executable
     res["interpreter_s"] = min(run_process([py, "-c", "pass"])["wall_s"] for _ in range(3))
     for r in range(args.repeats):
