@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="phantom -> slice -> train -> evaluate -> infer-volume -> evaluate-volume")
     sp.add_argument("dir", nargs="?", default="demo_run", help="working folder (default: demo_run)")
-    sp.add_argument("--minutes", type=float, help="training time cap in minutes (default: the demo config's 11; it trains 29 epochs within it)")
+    sp.add_argument("--minutes", type=float,
+                    help="training time cap in minutes (default: the demo config's 11; it trains 29 epochs within it)")
     sp.add_argument("--cases", type=int, default=10,
                     help="phantom cases, at least 3 (default 10: the demo config trains on 7, validates on 1, "
                          "tests on 2; other counts test on the last two (one below 5) and validate on the one before)")
