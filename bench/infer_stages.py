@@ -8,7 +8,7 @@
    in a fresh process per variant (runtime x precision: ``eager-32``, ``eager-bf16``, ``onnxruntime``,
    ``compile``), interleaved over ``--repeats`` rounds so a change of machine load hits every variant alike;
    the wall time includes the interpreter's start, the imports, the model load, reading, predicting,
-   postprocessing and writing.  Peak RSS is the child's own (``os.wait4``).  Each variant's labels are
+   postprocessing and writing.  Peak RSS is the command's own (GNU ``time``).  Each variant's labels are
    compared with ``eager-32``'s (Dice of liver and tumour; voxels that differ).
 2. **Stages**, in one fresh process (``--worker stages``) that runs the library's own functions one by one:
    interpreter start (``python -c pass``, timed by the parent), imports, model load (``VolumePredictor``),
@@ -120,17 +120,22 @@ def prepare(work: Path, slices: int, weights: str | None) -> tuple[Path, Path, P
 
 
 def run_process(argv: list[str]) -> dict:
-    """Wall time and the child's own peak RSS of one command."""
+    """Wall time and the command's own peak RSS.
+
+    The command runs under GNU ``time`` where it exists: a process forked from this one would inherit
+    this process's high-water mark (the phantom training here), one forked from ``time`` does not.
+    """
+    use_time = Path("/usr/bin/time").is_file()
+    cmd = ["/usr/bin/time", "-f", "FLEXUNET_MAXRSS_KB %M", *argv] if use_time else list(argv)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    rc = os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1), "returncode": rc,
-            "stderr_tail": err[-800:] if rc else ""}
+    rss = None
+    for line in proc.stderr.splitlines():
+        if line.startswith("FLEXUNET_MAXRSS_KB "):
+            rss = round(int(line.split()[1]) / 1024.0, 1)
+    return {"wall_s": round(wall, 2), "peak_rss_mb": rss, "returncode": proc.returncode,
+            "stderr_tail": proc.stderr[-800:] if proc.returncode else ""}
 
 
 def dice(a, b) -> float | None:
@@ -318,8 +323,9 @@ def report(res: dict) -> str:
     for name, v in res["e2e"].items():
         walls = [r["wall_s"] for r in v["runs"] if r["returncode"] == 0]
         agree = v.get("agreement") or {}
+        rss = [r["peak_rss_mb"] for r in v["runs"] if r.get("peak_rss_mb") is not None]
         rows.append([name, min(walls) if walls else "failed", round(sorted(walls)[len(walls) // 2], 2) if walls else "",
-                     max(r["peak_rss_mb"] for r in v["runs"]), agree.get("voxels_differ", ""),
+                     max(rss) if rss else "", agree.get("voxels_differ", ""),
                      agree.get("liver_dice", ""), agree.get("tumour_dice", "")])
     if rows:
         lines += ["End to end (`python -m flexunet --quiet infer-volume ...`, one fresh process per run, "
