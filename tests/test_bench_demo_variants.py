@@ -187,26 +187,3 @@ def test_best_epoch_of_a_post_row_is_its_trained_models(dv, tmp_path):
     # a trained run's own history wins, wherever its models/ points
     (tmp_path / "post" / "history.json").write_text(json.dumps({"val_loss": [0.1, 0.2]}))
     assert dv._best_epoch(tmp_path / "post") == 1
-
-
-def test_postprocess_real_settings_take_infer_keys_only():
-    from conftest import load_bench_module
-
-    pr = load_bench_module("postprocess_real")
-    assert pr.parse_setting("g=infer.tumour_grow=2;infer.fill_holes=False") == (
-        "g", ["infer.tumour_grow=2", "infer.fill_holes=False"])
-    for bad in ("g=train.seed=7", "g=", "=infer.tumour_grow=2", "g=infer.tumour_grow"):
-        with pytest.raises(SystemExit, match="expected NAME=infer.KEY=VALUE"):
-            pr.parse_setting(bad)
-
-
-def test_every_row_is_cited_in_the_results_and_varies_only_inference_or_the_seed(dv):
-    import re
-
-    results = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
-    for name, sets in dv.VARIANTS.items():
-        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", results), f"{name} is not in docs/results.md"
-        assert all(s.startswith("infer.") or s.startswith("train.seed=") for s in sets), (name, sets)
-    assert dv.VARIANTS["shipped"] == []  # the demo config itself
-    assert {n for n, s in dv.VARIANTS.items() if not any(x.startswith("infer.") for x in s)} == {
-        "shipped", "seed7", "seed123"}
