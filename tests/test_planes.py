@@ -19,6 +19,39 @@ from volume_helpers import write_case
 TRI = 'slice.planes=["axial", "coronal", "sagittal"]'
 
 
+def three_plane_config(size: int, train: list[str], valid: list[str], test: list[str]) -> str:
+    """A small project config that slices ./cases in three planes and trains one epoch on them."""
+    return f"""[model]
+image_width = {size}
+image_height = {size}
+image_channels = 3
+num_classes = 3
+base_filters = 4
+num_layers = 3
+[train]
+epochs = 1
+batch_size = 16
+num_workers = 0
+model_dir = "./models/"
+eval_dir = "./eval/"
+images_dir = "./dataset/train/images/"
+masks_dir = "./dataset/train/masks/"
+epoch_change_infer = False
+precision = "32"
+[valid]
+images_dir = "./dataset/valid/images/"
+masks_dir = "./dataset/valid/masks/"
+[slice]
+cases_dir = "./cases"
+output_dir = "./dataset"
+hu_window = (-100, 250)
+planes = ["axial", "coronal", "sagittal"]
+train_cases = {train!r}
+valid_cases = {valid!r}
+test_cases = {test!r}
+"""
+
+
 def test_plane_views_are_permutations_that_round_trip():
     vol = np.arange(4 * 5 * 6).reshape(4, 5, 6)
     for plane in PLANE_AXES:
@@ -74,36 +107,7 @@ def test_slice_in_three_planes_names_each_png_with_its_plane_and_infer_volume_fu
     cases = tmp_path / "cases"
     for i in range(3):
         write_case(cases, f"p{i}", seed=i, shape=(40, 36, 10))
-    cfg_text = f"""[model]
-image_width = 32
-image_height = 32
-image_channels = 3
-num_classes = 3
-base_filters = 4
-base_kernels = (3,3)
-num_layers = 3
-[train]
-epochs = 1
-batch_size = 8
-num_workers = 0
-model_dir = "./models/"
-eval_dir = "./eval/"
-images_dir = "./dataset/train/images/"
-masks_dir = "./dataset/train/masks/"
-epoch_change_infer = False
-precision = "32"
-[valid]
-images_dir = "./dataset/valid/images/"
-masks_dir = "./dataset/valid/masks/"
-[slice]
-cases_dir = "./cases"
-output_dir = "./dataset"
-hu_window = (-100, 250)
-planes = ["axial", "coronal", "sagittal"]
-train_cases = ["p0"]
-valid_cases = ["p1"]
-test_cases = ["p2"]
-"""
+    cfg_text = three_plane_config(32, ["p0"], ["p1"], ["p2"])
     (tmp_path / "c.config").write_text(cfg_text)
     assert main(["--quiet", "slice", str(tmp_path / "c.config")]) == 0
     names = sorted(p.name for p in (tmp_path / "dataset" / "test" / "images").iterdir())
@@ -131,34 +135,7 @@ def test_three_planes_on_ircadb_17(tmp_path):
     assert main(["--quiet", "import", "ircadb", str(IRCADB17), str(cases)]) == 0
     assert main(["--quiet", "phantom", str(cases), "--cases", "2", "--seed", "1"]) == 0
     cfg = tmp_path / "c.config"
-    cfg.write_text(f"""[model]
-image_width = 64
-image_height = 64
-image_channels = 3
-num_classes = 3
-base_filters = 4
-num_layers = 3
-[train]
-epochs = 1
-batch_size = 16
-num_workers = 0
-model_dir = "./models/"
-eval_dir = "./eval/"
-images_dir = "./dataset/train/images/"
-masks_dir = "./dataset/train/masks/"
-epoch_change_infer = False
-precision = "32"
-[valid]
-images_dir = "./dataset/valid/images/"
-masks_dir = "./dataset/valid/masks/"
-[slice]
-cases_dir = "./cases"
-output_dir = "./dataset"
-planes = ["axial", "coronal", "sagittal"]
-train_cases = ["phantom_000"]
-valid_cases = ["phantom_001"]
-test_cases = ["ircadb_17"]
-""")
+    cfg.write_text(three_plane_config(64, ["phantom_000"], ["phantom_001"], ["ircadb_17"]))
     assert main(["--quiet", "slice", str(cfg)]) == 0
     test_pngs = list((tmp_path / "dataset" / "test" / "images").iterdir())
     assert len(test_pngs) == 119 + 512 + 512
