@@ -5,10 +5,10 @@
 
 Each model is trained with FlexUNet's recommended CT recipe (``projects/liver-tumor-ct``: HU window,
 2.5D, Dice+CE, AdamW, augmentation, postprocessing) where only ``[model] model`` changes, on the
-tumour fold of ``bench/quality.py`` (train IRCADb patient 1 + LiTS 117, hold out IRCADb patient 17,
-whose label separates liver and tumour), for ``--minutes`` of training each.  The stages are those of
-``bench/quality.py`` (slice, train, infer-volume with postprocessing, evaluate-volume), run through
-the CLI in subprocesses.  A short budget favours small, fast models: the table says how far each
+patient-17 fold of ``bench/quality.py`` (train IRCADb patients 1 and 7 + LiTS 117, hold out IRCADb
+patient 17), for ``--minutes`` of training each.  The stages are those of ``bench/quality.py`` (slice,
+train, the selection step on the training patients, infer-volume with the selected postprocessing,
+evaluate-volume).  A short budget favours small, fast models: the table says how far each
 model got (epochs) beside its Dice, and is a ranking under that budget, not of the architectures at
 convergence.
 
