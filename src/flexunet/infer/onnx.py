@@ -209,7 +209,7 @@ def check_contract(path: str | os.PathLike, cfg) -> None:
 
 
 class OnnxModule(torch.nn.Module):
-    """An onnxruntime session that behaves like a module mapping (N, C, H, W) to logits (N, K, H, W).
+    """A model run by onnxruntime behind the module interface: (N, C, H, W) images to logits (N, K, H, W).
 
     Args:
         model: ONNX bytes or the path of an ``.onnx`` file.
@@ -223,11 +223,11 @@ class OnnxModule(torch.nn.Module):
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.runner = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(["logits"], {"image": arr})[0])
+        return torch.from_numpy(self.runner.run(["logits"], {"image": arr})[0])
 
     @classmethod
     def from_torch(cls, model: torch.nn.Module, image_size: tuple[int, int], channels: int) -> "OnnxModule":
