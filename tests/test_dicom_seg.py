@@ -1,5 +1,4 @@
 """DICOM-SEG output: a round trip through highdicom and pydicom, on the source geometry, from shuffled series."""
-import math
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ from flexunet.report.dicom_seg import read_dicom_seg  # noqa: E402
 
 from test_api import project  # noqa: F401,E402  (fixture)
 from test_outputs import ThresholdPredictor, threshold_model  # noqa: F401,E402  (fixture)
-from volume_helpers import synthetic_case  # noqa: E402
+from volume_helpers import synthetic_case, write_dicom_series  # noqa: E402
 
 IRCADB_17 = Path(__file__).resolve().parents[2] / "shared" / "data" / "3Dircadb1" / "3Dircadb1.17" / "PATIENT_DICOM.zip"
 
@@ -32,42 +31,17 @@ def write_ct_series(folder: Path, hu: np.ndarray, spacing=(0.8, 0.7, 2.5), origi
                     angle_deg: float = 0.0, frame_of_reference: bool = True) -> Path:
     """``hu`` (columns x, rows y, slices z) as a CT series with patient fields, written out of order:
     shuffled file names and Instance Numbers that run against the slice positions."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
-    folder.mkdir(parents=True, exist_ok=True)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    a = math.radians(angle_deg)
-    row_cos = np.array([math.cos(a), math.sin(a), 0.0])  # tilted about the patient's z axis
-    col_cos = np.array([-math.sin(a), math.cos(a), 0.0])
-    normal = np.cross(row_cos, col_cos)
-    nx, ny, nz = hu.shape
-    order = np.random.default_rng(7).permutation(nz)
-    for n, k in enumerate(order):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"slice_{n}"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        if frame_of_reference:
-            ds.FrameOfReferenceUID = frame
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Liver", "FX-0042", "19600101", "O"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20240312", "101500", "A1", "1"
-        ds.ReferringPhysicianName, ds.StudyDescription, ds.SeriesDescription = "", "CT abdomen", "portal venous"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 3, int(nz - k)  # numbered against position
-        ds.Rows, ds.Columns = ny, nx
-        ds.PixelSpacing = [spacing[1], spacing[0]]
-        ds.SliceThickness = spacing[2]
-        ds.ImageOrientationPatient = [*row_cos.round(6).tolist(), *col_cos.round(6).tolist()]
-        ds.ImagePositionPatient = (np.array(origin) + k * spacing[2] * normal).round(4).tolist()
-        ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.PixelData = np.rint(hu[:, :, k].T + 1024).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"slice_{n}", enforce_file_format=True)
-    return folder
+    tags = {"PatientName": "Phantom^Liver", "PatientID": "FX-0042", "PatientBirthDate": "19600101",
+            "PatientSex": "O", "StudyDate": "20240312", "StudyTime": "101500", "AccessionNumber": "A1",
+            "StudyID": "1", "ReferringPhysicianName": "", "StudyDescription": "CT abdomen",
+            "SeriesDescription": "portal venous", "SeriesNumber": 3}
+    if frame_of_reference:
+        tags["FrameOfReferenceUID"] = generate_uid()
+    return write_dicom_series(folder, hu, spacing=spacing, origin=origin, angle_deg=angle_deg, shuffle_seed=7,
+                              names=[f"slice_{n}" for n in range(hu.shape[2])], tags=tags,
+                              number_against_position=True)
 
 
 def _lps(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:

@@ -33,17 +33,28 @@ def write_case(root: Path, case_id: str, seed: int, affine=None, **kw) -> Path:
 
 
 def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 50.0),
-                       slope=1.0, intercept=-1024.0, series_uid=None, names=None):
-    """Write ``hu`` (cols=x, rows=y, slices=z) as an axial DICOM series with shuffled file names."""
-    import pydicom
+                       slope=1.0, intercept=-1024.0, series_uid=None, names=None, *, angle_deg: float = 0.0,
+                       shuffle_seed: int = 0, tags: dict | None = None, number_against_position: bool = False):
+    """Write ``hu`` (cols=x, rows=y, slices=z) as a DICOM series with shuffled file names.
+
+    ``angle_deg`` tilts the rows and columns about the patient's z axis (0: axial); ``tags`` are set on
+    every slice (patient fields, FrameOfReferenceUID, ...); ``number_against_position`` gives Instance
+    Numbers that run against the slice positions (else they follow the file order).
+    """
+    import math
+
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study = generate_uid()
+    a = math.radians(angle_deg)
+    row_cos = np.array([math.cos(a), math.sin(a), 0.0]) + 0.0  # + 0.0: no -0.0 in the tags
+    col_cos = np.array([-math.sin(a), math.cos(a), 0.0]) + 0.0
+    normal = np.cross(row_cos, col_cos)
     nx, ny, nz = hu.shape
-    order = np.random.default_rng(0).permutation(nz)
+    order = np.random.default_rng(shuffle_seed).permutation(nz)
     for idx, k in enumerate(order):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
@@ -56,12 +67,14 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.8, 0.8, 2.5), or
         ds.SeriesInstanceUID = series_uid
         ds.StudyInstanceUID = study
         ds.Modality = "CT"
+        for key, value in (tags or {}).items():
+            setattr(ds, key, value)
         ds.Rows, ds.Columns = ny, nx
         ds.PixelSpacing = [spacing[1], spacing[0]]
         ds.SliceThickness = spacing[2]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
-        ds.InstanceNumber = int(idx)
+        ds.ImageOrientationPatient = [*row_cos.round(6).tolist(), *col_cos.round(6).tolist()]
+        ds.ImagePositionPatient = (np.array(origin) + k * spacing[2] * normal).round(4).tolist()
+        ds.InstanceNumber = int(nz - k) if number_against_position else int(idx)
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 0
