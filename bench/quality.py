@@ -644,8 +644,9 @@ def _set_stage(name: str | None) -> None:
     STAGE["name"] = name
 
 
-def run_name(recipe_key: str, test: str, seed: int, minutes: float) -> str:
-    return f"{recipe_key}-{test}-seed{seed}-{minutes:g}min"
+def run_name(recipe_key: str, test: str, seed: int, minutes: float, variant: str = "") -> str:
+    """``<recipe>[.<variant>]-<test patient>-seed<seed>-<budget>min``."""
+    return f"{recipe_key}{'.' + variant if variant else ''}-{test}-seed{seed}-{minutes:g}min"
 
 
 def _clean(obj):
@@ -707,7 +708,7 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
     from flexunet.api import load_config
 
     seed = BASE_SEED if seed is None else int(seed)
-    name = run_name(recipe.key, fold.name, seed, minutes)
+    name = run_name(recipe.key, fold.name, seed, minutes, ctx.get("variant", ""))
     run_dir = Path(ctx["out"]) / "runs" / name
     cases_src = Path(ctx["cases_minmax"] if recipe.preprocessing == "minmax" else ctx["cases"])
     real_src = Path(ctx["cases"])  # ground truth always from the HU cases
@@ -813,7 +814,10 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
                                                                 if k != "stage"},
                    "selection": done["select"], "stages": {s: done[s]["stage"] for s in ("slice", "train")},
                    "protocol": PROTOCOL_VERSION, "selection_only": selection_only, "test": None, "cases": {},
-                   "command": ctx.get("command"), "machine": ctx.get("machine")}
+                   "command": ctx.get("command"), "machine": ctx.get("machine"),
+                   "variant": ctx.get("variant") or None,
+                   "variant_sets": {k: repr(v) for scope in ("*", recipe.key)
+                                    for k, v in (ctx.get("sets") or {}).get(scope, {}).items()}}
         if not selection_only:
             _set_stage("test")
             summary.update(score_test_patient(run_dir, cfg_text, done["select"]["chosen"], fold, cases_src,
@@ -974,6 +978,10 @@ def render(report: dict) -> str:
                   f"of the training patients; test {', '.join(fold['test'])} ({fold['note']})")
     for k, r in report["recipes"].items():
         L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; seeds {r['seeds']}")
+    for fold_name, c in (report.get("choices") or {}).items():
+        scores = ", ".join(f"{('b.' + v) if v else 'b'} {sc:.3f}" for v, sc in c["scores"].items()) or "none"
+        L_.append(f"- fold {fold_name}: recipe (b) run as {('b.' + c['variant']) if c['variant'] else 'b'}, the "
+                  f"highest selection figure (validation liver + tumour Dice) among the fold's own runs: {scores}")
     runs = report["runs"]
     rows = [run_row(s) for s in runs if s.get("ok", True) and s.get("run")]
     tested = [r for r in rows if r["liver_dice"] is not None]
@@ -1101,13 +1109,18 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[str, list[int]], cases: Path,
                   cases_minmax: Path | None, out: Path, report_dir: Path | None, budget_minutes: float, meta: dict,
                   data: dict, sets: dict | None = None, grid: list[dict] | None = None,
-                  selection_only: bool = False, inprocess: bool = False, keep_checkpoints: bool = False) -> dict:
-    """Every recipe x fold x seed; write the tables to ``out`` (and the summaries and tables to ``report_dir``)."""
+                  selection_only: bool = False, inprocess: bool = False, keep_checkpoints: bool = False,
+                  variant: str = "", choices: dict | None = None) -> dict:
+    """Every recipe x fold x seed; write the tables to ``out`` (and the summaries and tables to ``report_dir``).
+
+    ``variant``: a name for the ``sets`` of this invocation, put into the run names so that runs of one
+    recipe with other settings (``--set``) keep summaries of their own.  ``choices``: per fold, the recipe
+    (b) variant its own selection figures chose (:func:`choose_variants`), run in place of the baseline."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ctx = {"out": str(out), "cases": str(cases), "cases_minmax": str(cases_minmax or cases), "sets": sets or {},
            "inprocess": inprocess, "keep_checkpoints": keep_checkpoints, "grid": grid or postprocess_grid(),
-           "selection_only": selection_only, "command": meta.get("command"),
+           "selection_only": selection_only, "command": meta.get("command"), "variant": variant,
            "machine": _common.machine_line(meta["machine"]) if meta.get("machine") else None}
     plan = [(recipes[k], fold, s) for fold in folds for k in ("a", "b") if k in recipes for s in seeds[k]]
     meta = dict(meta)
@@ -1136,12 +1149,24 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[
             export_reports(report, report_dir, budget_minutes, selection_only)
         return text
 
+    report["choices"] = choices or {}
+
+    def run_ctx(recipe: Recipe, fold: Fold) -> dict:
+        choice = (choices or {}).get(fold.name) if recipe.key == "b" else None
+        if not choice or not choice["variant"]:
+            return ctx
+        merged = {scope: dict(v) for scope, v in ctx["sets"].items()}
+        for scope, kv in choice["sets"].items():
+            merged.setdefault(scope, {}).update(kv)
+        return {**ctx, "sets": merged, "variant": choice["variant"]}
+
     for recipe, fold, seed in plan:
+        rctx = run_ctx(recipe, fold)
         try:
-            res = run_one(recipe, fold, budget_minutes, ctx, seed=seed)
+            res = run_one(recipe, fold, budget_minutes, rctx, seed=seed)
             res["ok"] = True
         except Exception as exc:  # keep going: one failed run must not lose the others
-            name = run_name(recipe.key, fold.name, seed, budget_minutes)
+            name = run_name(recipe.key, fold.name, seed, budget_minutes, rctx.get("variant", ""))
             qd.log(f"{name} FAILED: {exc}")
             res = {"run": name, "recipe": recipe.key, "fold": fold.name, "seed": seed, "ok": False,
                    "error": str(exc)}
@@ -1207,6 +1232,44 @@ def _parse_sets(items) -> dict:
     return out
 
 
+def selection_score(summary: dict) -> float | None:
+    """The selection step's figure of a run: liver Dice + tumour Dice of its chosen postprocessing on the
+    validation blocks of its training patients (``None`` when it was not scored)."""
+    sel = summary.get("selection") or {}
+    row = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), None)
+    return None if not row or row.get("score") is None else float(row["score"])
+
+
+def choose_variants(report_dir: Path, folds: list, minutes: float, seed: int = None) -> dict:
+    """Per fold, the recipe (b) variant whose selection figure is the highest among the runs of budget
+    ``minutes`` and seed ``seed`` in ``report_dir/runs`` (the baseline, ``b-...``, and every ``b.<variant>-...``).
+
+    Only the fold's own runs count: their selection figures come from its training patients, so the choice
+    never sees its test patient.  Returns ``{fold: {"variant", "sets" ({scope: {key: value}}), "scores"}}``;
+    a fold without any such run keeps the baseline."""
+    seed = BASE_SEED if seed is None else seed
+    out = {}
+    for fold in folds:
+        scores = {}
+        sets = {"": {}}
+        for f in sorted((report_dir / "runs").glob(f"b*-{fold.name}-seed{seed}-{minutes:g}min.json")):
+            s = _read_json(f) or {}
+            if s.get("recipe") != "b" or s.get("fold") != fold.name or s.get("budget_minutes") != minutes:
+                continue
+            score = selection_score(s)
+            if score is None:
+                continue
+            variant = s.get("variant") or ""
+            scores[variant] = round(score, 4)
+            raw: dict = {}
+            for k, v in (s.get("variant_sets") or {}).items():
+                apply_override(raw, f"{k}={v}", source=str(f))
+            sets[variant] = {"b": {f"{sec}.{key}": val for sec, vals in raw.items() for key, val in vals.items()}}
+        best = max(scores, key=lambda v: (scores[v], v == "")) if scores else ""
+        out[fold.name] = {"variant": best, "sets": sets.get(best, {}), "scores": scores}
+    return out
+
+
 def smoke_data(root: Path) -> dict:
     """Four tiny phantom cases standing in for the real ones: three 'patients' (the second with its tumour
     relabelled liver, as patient 7 has no liver tumour) and one always in training (as LiTS 117)."""
@@ -1257,6 +1320,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=str(qd.SHARED_DATA), help="folder holding 3Dircadb1/ (../shared/data)")
     ap.add_argument("--set", action="append", metavar="[RECIPE:]SECTION.KEY=VALUE",
                     help="override a config value for every recipe or one (a:, b:), repeatable")
+    ap.add_argument("--variant", default="",
+                    help="a name for this invocation's --set values, put into its run names (b.NAME-...): "
+                         "required with --set, so that each setting keeps its own summaries")
+    ap.add_argument("--choose-from", type=float, default=None, metavar="MINUTES",
+                    help="run recipe (b) of each fold as the variant with the best selection figure among that "
+                         "fold's --selection-only runs (and the baseline) of this budget in --report-dir")
     ap.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's models/last.ckpt (deleted after training by default: 1.5 GB for (a))")
     ap.add_argument("--smoke", action="store_true",
@@ -1273,6 +1342,9 @@ def main(argv: list[str] | None = None) -> int:
                                 argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     sets = _parse_sets(args.set)
+    if sets and not args.smoke and not re.fullmatch(r"[A-Za-z0-9_]+", args.variant or ""):
+        raise SystemExit(f"quality.py: --variant {args.variant!r}: runs with --set need a variant name "
+                         "(letters, digits, _) for their run names")
     _set_stage("prepare")  # data preparation: import, LiTS 117's fix, the original's min-max; no choice is made
     if args.smoke:
         budget = args.budget_minutes if args.budget_minutes is not None else SMOKE_BUDGET_MINUTES
@@ -1313,9 +1385,18 @@ def main(argv: list[str] | None = None) -> int:
     seeds = {"a": [BASE_SEED + i for i in range(args.seeds_a)], "b": [BASE_SEED + i for i in range(args.seeds)]}
     data = {k: v for k, v in data.items() if k not in ("ids", "patients", "always", "facts")}
     _set_stage(None)
+    choices = None
+    if args.choose_from is not None and "b" in recipes:
+        if report_dir is None:
+            raise SystemExit("quality.py: --choose-from reads the selection summaries in --report-dir; none given")
+        choices = choose_variants(report_dir, folds, args.choose_from)
+        for f, c in choices.items():
+            qd.log(f"{f}: recipe (b) as {('b.' + c['variant']) if c['variant'] else 'the baseline'}, chosen by "
+                   f"the fold's own selection figures at {args.choose_from:g} min: {c['scores'] or 'none found'}")
     run_benchmark(recipes=recipes, folds=folds, seeds=seeds, cases=cases, cases_minmax=cases_minmax, out=out,
                   report_dir=report_dir, budget_minutes=budget, meta=meta, data=data, sets=sets, grid=grid,
-                  selection_only=args.selection_only, inprocess=args.smoke, keep_checkpoints=args.keep_checkpoints)
+                  selection_only=args.selection_only, inprocess=args.smoke, keep_checkpoints=args.keep_checkpoints,
+                  variant=args.variant, choices=choices)
     return 0
 
 

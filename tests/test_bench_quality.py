@@ -211,6 +211,33 @@ def test_selection_only_never_opens_the_test_patient(quality, tmp_path):
 # --------------------------------------------------------------------------- pieces
 
 
+def test_each_fold_runs_the_variant_its_own_selection_figures_chose(quality, tmp_path):
+    """--choose-from: a fold's recipe (b) is the variant with the best selection figure among that fold's
+    runs only (other folds' runs, other seeds and budgets do not count), its --set values read back."""
+    def summary(run, fold, variant, score, sets=None, minutes=5.0, seed=42, recipe="b"):
+        label = "none"
+        data = {"run": run, "recipe": recipe, "fold": fold, "seed": seed, "budget_minutes": minutes,
+                "variant": variant or None, "variant_sets": sets or {},
+                "selection": {"chosen_label": label, "table": [{"label": label, "score": score}]}}
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{run}.json").write_text(json.dumps(data))
+
+    summary("b-p1-seed42-5min", "p1", "", 1.7)
+    summary("b.aug-p1-seed42-5min", "p1", "aug", 1.5, {"model.generator": "True"})
+    summary("b-p2-seed42-5min", "p2", "", 1.4)
+    summary("b.aug-p2-seed42-5min", "p2", "aug", 1.75, {"model.generator": "True"})
+    summary("b.lr-p2-seed43-5min", "p2", "lr", 1.9, {"model.learning_rate": "0.01"}, seed=43)
+    summary("b.lr-p2-seed42-20min", "p2", "lr", 1.95, {"model.learning_rate": "0.01"}, minutes=20.0)
+    summary("b.big-p3-seed42-5min", "p3", "big", 1.99, {"model.base_filters": "32"})  # p3's only run
+    folds = [quality.Fold(name=n, title=n, train=[], test=[n]) for n in ("p1", "p2", "p3", "p4")]
+    got = quality.choose_variants(tmp_path, folds, 5.0)
+    assert got["p1"] == {"variant": "", "sets": {"b": {}}, "scores": {"": 1.7, "aug": 1.5}}
+    assert got["p2"] == {"variant": "aug", "sets": {"b": {"model.generator": True}}, "scores": {"": 1.4, "aug": 1.75}}
+    assert got["p3"]["variant"] == "big" and got["p3"]["sets"] == {"b": {"model.base_filters": 32}}
+    assert got["p4"] == {"variant": "", "sets": {}, "scores": {}}
+    assert quality.run_name("b", "p2", 42, 20, "aug") == "b.aug-p2-seed42-20min"
+
+
 def test_folds_leave_one_patient_out_with_lits_117_always_in_training(quality):
     have = {"ircadb_1", "ircadb_7", "ircadb_17", "lits_117"}
     folds, notes = quality.real_folds(have, "all")
