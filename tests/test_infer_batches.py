@@ -10,7 +10,7 @@ import pytest
 
 from flexunet.cli import main
 from flexunet.errors import ConfigError, DataError
-from flexunet.infer.volume import check_output_names, output_name, select_part
+from flexunet.infer.batch import check_output_names, output_name, select_part
 
 from volume_helpers import write_case, write_dicom_series, synthetic_case
 from test_api import CONFIG, project  # noqa: F401  (fixture)

@@ -13,7 +13,8 @@ import torch
 import flexunet
 from flexunet.cli import main
 from flexunet.errors import DataError
-from flexunet.infer.volume import compact_hu, output_formats
+from flexunet.infer.batch import output_formats
+from flexunet.infer.volume import compact_hu
 from flexunet.metrics.lesions import lesion_table
 
 from test_api import project  # noqa: F401  (fixture)

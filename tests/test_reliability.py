@@ -637,7 +637,7 @@ def test_output_names_cannot_escape(tmp_path, name):
 
 def test_volume_output_name_from_dotdot_input_stays_inside(vproj, capsys):
     """A DICOM folder given as 'x/..' has the base name '..': the output is refused or stays inside."""
-    from flexunet.infer.volume import output_name
+    from flexunet.infer.batch import output_name
     from flexunet.io.atomic import safe_child
 
     out = vproj / "out"

@@ -69,7 +69,8 @@ def main() -> int:
 
     import flexunet
     from flexunet.data.phantom import generate_phantom
-    from flexunet.infer.volume import Segmentation, compact_hu
+    from flexunet.infer.segmentation import Segmentation
+    from flexunet.infer.volume import compact_hu
     from flexunet.metrics.volumetry import volumetry, voxel_volume_ml
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,7 @@ _EXPORTS = {
     "evaluate_volumes": "flexunet.api",
     "run_demo": "flexunet.api",
     "export_onnx": "flexunet.api",
-    "Segmentation": "flexunet.infer.volume",
+    "Segmentation": "flexunet.infer.segmentation",
     "VolumePredictor": "flexunet.infer.volume",
     "Volumetry": "flexunet.metrics.volumetry",
     "Volume": "flexunet.io.volumes",
@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
                       run_demo, segment, slice_cases, train, write_phantoms)
     from .config import Config
     from .errors import CheckpointError, ConfigError, DataError, FlexUNetError
-    from .infer.volume import Segmentation, VolumePredictor
+    from .infer.segmentation import Segmentation
+    from .infer.volume import VolumePredictor
     from .io.volumes import Volume
     from .metrics.volumetry import Volumetry
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from .config import Config
 from .config import load_config as _load_config_file
-from .infer.volume import CTInput, Segmentation, VolumePredictor
+from .infer.segmentation import Segmentation
+from .infer.volume import CTInput, VolumePredictor
 
 if TYPE_CHECKING:  # pragma: no cover
     from .io.volumes import Volume

@@ -25,31 +25,26 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 
 from ..errors import DataError, FlexUNetError
-from ..metrics.volumetry import Volumetry, voxel_volume_ml, volumetry
+from ..metrics.volumetry import voxel_volume_ml, volumetry
+from .batch import check_dicom_seg_inputs, check_output_names, output_formats, output_name, select_part
+from .segmentation import Segmentation, case_row, csv_columns, save_csv
 
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel as nib
 
     from ..config import Config
     from ..io.volumes import Reorientation, Volume
-    from ..metrics.lesions import Lesion
     from .predictor import Predictor
 
 # tumour_grow leaves lesions alone that are less than this much darker than the liver around them
 GROW_MIN_CONTRAST_HU = 10.0
-
-# file and folder names that say nothing about the patient: such an input is named after its parent folder
-GENERIC_NAMES = frozenset({"image", "patient_dicom", "dicom", "series"})
-
-#: what ``infer-volume --output-format`` accepts (a comma-separated list of them)
-OUTPUT_FORMATS = ("nifti", "dicom-seg")
 
 #: a volume with more slices than this gets a progress bar over its slices (unless quiet)
 PROGRESS_MIN_SLICES = 64
@@ -141,214 +136,6 @@ class PreparedVolume:
     image: np.ndarray | None = None
 
 
-@dataclass
-class Segmentation:
-    """Labels of one CT on the input's own voxel grid, with its geometry and volumetry.
-
-    Attributes:
-        labels: uint8 (X, Y, Z), same shape and orientation as the input array: 0 background,
-            1 liver, 2 tumour.
-        affine: 4x4 voxel-to-world (RAS+ mm) matrix of the input.
-        spacing: voxel size (mm) along the input's three array axes.
-        volumetry: liver and tumour volume (mL), tumour burden (% of liver), lesion count.
-        source: the input's path, or "array".
-        timings: seconds per stage (read_s, predict_s, postprocess_s).
-        header: the input's header, kept for writing (None for arrays); for DICOM input the first
-            slice's pydicom dataset without its pixels.
-        image: the CT in HU on the same grid (X, Y, Z), for the HU statistics, the lesions' mean HU
-            and the report's images; None when not kept (``segment(..., keep_image=False)``).
-        provenance: the model, config, weights and settings that made the labels.
-
-    The lesion table is computed once, on first use: change ``labels`` in place and it is stale.
-    """
-
-    labels: np.ndarray
-    affine: np.ndarray
-    spacing: tuple[float, float, float]
-    volumetry: Volumetry
-    source: str = "array"
-    timings: dict[str, float] = field(default_factory=dict)
-    header: Any = None
-    image: np.ndarray | None = field(default=None, repr=False)
-    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
-    _lesions: list | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def case(self) -> str:
-        """The case's name: :func:`output_name` of the input's path ("array" for an array)."""
-        if self.source in ("array", "nibabel image", "") or not Path(self.source).name:
-            return self.source or "array"
-        return output_name(self.source)
-
-    @property
-    def is_dicom(self) -> bool:
-        """True when the input was a DICOM series (``header`` is a pydicom dataset)."""
-        return type(self.header).__module__.startswith("pydicom")
-
-    def lesions(self) -> list["Lesion"]:
-        """The lesion table: every tumour component measured (:mod:`flexunet.metrics.lesions`).
-
-        Centroids are in DICOM's LPS patient coordinates for DICOM input, else in RAS+.
-
-        Returns:
-            :class:`~flexunet.metrics.lesions.Lesion` list, largest first, ids 1, 2, ...
-        """
-        if self._lesions is None:
-            from ..metrics.lesions import lesion_table
-
-            self._lesions = lesion_table(self.labels, self.affine, self.image,
-                                         coordinates="LPS" if self.is_dicom else "RAS")
-        return self._lesions
-
-    def statistics(self) -> dict[str, Any]:
-        """Statistics without ground truth, as ``infer-volume --statistics`` writes them to ``<case>.json``.
-
-        Returns:
-            A JSON-ready dict: ``case``, ``source``, ``created`` (UTC, ISO 8601),
-            ``flexunet_version``, ``liver_ml``, ``tumour_ml``, ``burden_pct``, ``lesion_count``,
-            ``liver_hu`` and ``tumour_hu`` (mean, std, p5, median, p95), ``spacing_mm``, ``shape``,
-            ``voxel_ml``, ``lesions`` (the lesion table), ``model`` (provenance) and ``timings``
-            (seconds).  See docs/outputs.md.
-        """
-        import datetime
-
-        from .. import __version__
-        from ..metrics.statistics import case_statistics
-
-        stats: dict[str, Any] = {
-            "case": self.case, "source": self.source,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "flexunet_version": __version__}
-        stats.update(case_statistics(self.labels, self.affine, self.image))
-        stats["lesions"] = [les.as_dict() for les in self.lesions()]
-        stats["model"] = dict(self.provenance)
-        stats["timings"] = {k: round(float(v), 3) for k, v in self.timings.items()}
-        return stats
-
-    def save_statistics(self, path: str | os.PathLike, statistics: dict | None = None) -> Path:
-        """Write :meth:`statistics` (or the ``statistics`` given) as JSON, atomically.
-
-        Returns:
-            The path written.
-        """
-        import json
-
-        from ..io.atomic import atomic_save_text
-
-        stats = self.statistics() if statistics is None else statistics
-        return atomic_save_text(path, json.dumps(stats, indent=2, allow_nan=False) + "\n")
-
-    def save_lesions(self, path: str | os.PathLike) -> Path:
-        """Write the lesion table as CSV (one row per lesion, :meth:`Lesion.row` columns), atomically.
-
-        Returns:
-            The path written.
-        """
-        from ..metrics.lesions import lesion_rows
-
-        columns = list(_lesion_columns(self.is_dicom))
-        return _save_csv(path, lesion_rows(self.lesions()), columns)
-
-    def save_report(self, path: str | os.PathLike, statistics: dict | None = None) -> Path:
-        """Write the self-contained HTML report (:mod:`flexunet.report.html`), atomically.
-
-        Args:
-            path: the ``.html`` file.
-            statistics: :meth:`statistics` when already computed.
-
-        Returns:
-            The path written.
-        """
-        from ..report.html import dicom_fields, write_report
-
-        stats = self.statistics() if statistics is None else statistics
-        provenance = {"input": self.source, **dict(self.provenance),
-                      "timings_s": {k: round(float(v), 2) for k, v in self.timings.items()}}
-        return write_report(path, case=self.case, labels=self.labels, affine=self.affine, image=self.image,
-                            statistics=stats, lesions=self.lesions(), dicom=dicom_fields(self.header),
-                            provenance=provenance)
-
-    def save_dicom_seg(self, path: str | os.PathLike) -> Path:
-        """Write the labels as a DICOM-SEG referencing the source series (:mod:`flexunet.report.dicom_seg`).
-
-        Returns:
-            The path written.
-
-        Raises:
-            DataError: the input was not a DICOM series, or its files are no longer where they were read.
-        """
-        from .. import __version__
-        from ..report.dicom_seg import write_dicom_seg
-
-        if not self.is_dicom:
-            raise DataError(f"{self.source}: DICOM-SEG output needs a DICOM series as input; this input was not "
-                            "DICOM (write NIfTI instead)")
-        return write_dicom_seg(self.labels, self.affine, self.source,
-                               str(self.header.get("SeriesInstanceUID", "") or ""), path,
-                               model_name=f"FlexUNet {self.provenance.get('architecture', '')}".strip(),
-                               software_version=__version__)
-
-    def to_nifti(self) -> "nib.Nifti1Image":
-        """The labels as an in-memory ``nibabel.Nifti1Image`` (uint8) with the input's affine."""
-        import nibabel as nib
-
-        img = nib.Nifti1Image(self.labels, self.affine)
-        img.header.set_data_dtype(np.uint8)
-        img.set_qform(self.affine, code=1)
-        img.set_sform(self.affine, code=1)
-        return img
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the labels as NIfTI (``.nii`` or ``.nii.gz``), atomically, with the input's affine
-        (and its NIfTI header when the input was NIfTI).
-
-        Returns:
-            The path written.
-
-        Raises:
-            DataError: the name does not end in .nii or .nii.gz.
-        """
-        from ..io.volumes import write_nifti
-
-        header = self.header if hasattr(self.header, "get_zooms") else None
-        return write_nifti(self.labels, path, affine=self.affine, header=header, dtype=np.uint8)
-
-
-def _lesion_columns(dicom: bool) -> tuple[str, ...]:
-    c = "lps" if dicom else "ras"
-    return ("id", "volume_ml", "voxels", "long_axis_mm", "short_axis_mm", "slice", f"centroid_{c[0]}_mm",
-            f"centroid_{c[1]}_mm", f"centroid_{c[2]}_mm", "mean_hu", "liver_surface_mm")
-
-
-def _save_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> Path:
-    import csv
-    import io
-
-    from ..io.atomic import atomic_save_text
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return atomic_save_text(path, buf.getvalue())
-
-
-def output_formats(value: str | Sequence[str]) -> tuple[str, ...]:
-    """``"nifti"``, ``"dicom-seg"``, ``"nifti,dicom-seg"`` or a list of them, as a tuple of formats.
-
-    Raises:
-        DataError: an unknown format, or none.
-    """
-    items = value.split(",") if isinstance(value, str) else list(value)
-    formats = tuple(dict.fromkeys(str(f).strip().lower() for f in items if str(f).strip()))
-    bad = [f for f in formats if f not in OUTPUT_FORMATS]
-    if bad or not formats:
-        raise DataError(f"--output-format {value if isinstance(value, str) else ','.join(value)!r}: expected "
-                        f"{' or '.join(OUTPUT_FORMATS)}, or both separated by a comma")
-    return formats
-
-
 def compact_hu(array: np.ndarray) -> np.ndarray:
     """A CT in HU in the smallest exact dtype: int16 when every value is a whole number in its range
     (as DICOM and most NIfTI CTs), else float32.
@@ -379,59 +166,6 @@ def compact_hu(array: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def case_name(path: str | os.PathLike) -> str:
-    """The file or folder name without its volume extension (.nii.gz, .nii, .mrc, .zip)."""
-    p = Path(path)
-    name = p.name
-    for ext in (".nii.gz", ".nii", ".mrc", ".zip"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def output_name(path: str | os.PathLike) -> str:
-    """Name of the label file written for an input, without ``.nii.gz``.
-
-    A name that says nothing about the patient (``image.nii.gz`` in a case folder, IRCAD's
-    ``PATIENT_DICOM.zip``, a DICOM folder called ``DICOM`` or ``series``) is replaced by its
-    parent folder's name; any other input keeps its own name.
-    """
-    p = Path(path)
-    stem = case_name(p)
-    if stem.lower() in GENERIC_NAMES and p.parent.name not in ("", ".", ".."):
-        return p.parent.name
-    return stem
-
-
-def check_output_names(inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse a batch in which two inputs would write the same output file.
-
-    Raises:
-        DataError: naming both inputs and the shared output name.
-    """
-    seen: dict[str, str] = {}
-    for p in inputs:
-        name = output_name(p)
-        key = name.lower()  # case-insensitive file systems would also merge them
-        if key in seen and os.path.abspath(seen[key]) != os.path.abspath(p):
-            raise DataError(f"{seen[key]} and {p}: both would be written as {name}.nii.gz; expected inputs with "
-                            "distinct names (rename or copy one, or run them into separate --output folders)")
-        seen.setdefault(key, str(p))
-
-
-def select_part(inputs: Sequence[str], num_parts: int = 1, part_id: int = 0) -> list[str]:
-    """Part ``part_id`` of ``num_parts`` of a batch: every ``num_parts``-th input from ``part_id`` on (as
-    nnU-Net's ``-num_parts``/``-part_id``).  The parts of one batch are disjoint and together whole.
-
-    Raises:
-        DataError: ``num_parts`` < 1 or ``part_id`` outside 0..num_parts-1.
-    """
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise DataError(f"--num-parts {num_parts} --part-id {part_id}: expected num_parts >= 1 and "
-                        f"0 <= part_id < num_parts")
-    return list(inputs)[part_id::num_parts]
 
 
 def as_volume(ct: CTInput, affine: np.ndarray | None = None, series_uid: str | None = None) -> "Volume":
@@ -868,7 +602,7 @@ class VolumePredictor:
                         stats_files.append(str(seg.save_statistics(safe_child(out_dir, name + ".json"), stats)))
                         seg.save_lesions(safe_child(out_dir, name + "_lesions.csv"))
                         rows.append(case_row(stats))
-                        _save_csv(csv_path, rows, _columns(rows))
+                        save_csv(csv_path, rows, csv_columns(rows))
                     if report:
                         reports.append(str(seg.save_report(safe_child(out_dir, name + ".html"), stats)))
                     t["statistics_report_s"] = time.perf_counter() - t2
@@ -893,41 +627,6 @@ class VolumePredictor:
                                   f"{', ...' if len(empty) > 3 else ''})", self.config)
         return {"written": written, "failures": failures, "timings": timings, "statistics": stats_files,
                 "reports": reports, "statistics_csv": str(csv_path) if csv_path and rows else None}
-
-
-def case_row(stats: dict) -> dict:
-    """One case's statistics as its row of ``statistics.csv`` (nested fields flattened, the lesion
-    table left out: it has its own file).
-
-    Args:
-        stats: :meth:`Segmentation.statistics`.
-
-    Returns:
-        ``{column: value}``.
-    """
-    from ..metrics.statistics import flat_row
-
-    return flat_row({k: v for k, v in stats.items() if k != "lesions"})
-
-
-def _columns(rows: Sequence[dict]) -> list[str]:
-    return list(dict.fromkeys(k for row in rows for k in row))
-
-
-def check_dicom_seg_inputs(inputs: Sequence[str], formats: Sequence[str]) -> None:
-    """Refuse DICOM-SEG output for an input that is not a DICOM series, before anything is read.
-
-    Raises:
-        DataError: naming the first such input.
-    """
-    if "dicom-seg" not in formats:
-        return
-    from ..io.volumes import is_dicom_input
-
-    for p in inputs:
-        if Path(p).exists() and not is_dicom_input(p):
-            raise DataError(f"{p}: --output-format dicom-seg needs a DICOM series as input (a folder, .zip or .dcm "
-                            "file); expected DICOM input, or --output-format nifti for this one")
 
 
 def infer_volumes(cfg: "Config", inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
