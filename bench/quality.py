@@ -283,6 +283,19 @@ def real_folds(have: set[str], which: str = "all", facts: dict | None = None) ->
     return folds, notes
 
 
+def with_valid_case(folds: list[Fold], case: str) -> tuple[list[Fold], list[str]]:
+    """The folds with ``case`` (a training case of each) moved from training to validation, held out whole.
+
+    A fold whose training set lacks ``case``, or would be left empty, is dropped with a note."""
+    out, notes = [], []
+    for f in folds:
+        if case not in f.train or len(f.train) < 2:
+            notes.append(f"fold {f.name}: {case} is not one of several training cases; fold left out")
+            continue
+        out.append(dataclasses.replace(f, train=[c for c in f.train if c != case], valid=[case]))
+    return out, notes
+
+
 def _fold_names(which: str) -> set[str] | None:
     which = (which or "all").strip().lower()
     if which == "all":
@@ -580,7 +593,8 @@ def select(train_cases: list[Path], config: Path, weights: Path, valid: dict[str
         train_cases: the training patients' case folders (``image.nii.gz`` + ``label.nii.gz``), e.g. the
             run's folder of links, which holds no test patient.  Nothing else is read.
         config: the run's config; weights: its ``best.pt``.
-        valid: case id -> the axial slice indices of its validation slices (:func:`valid_slices`).
+        valid: case id -> the axial slice indices of its validation slices (:func:`valid_slices`), or
+            ``"all"`` for a validation case held out whole (``--valid-case``): every slice is scored.
         candidates: :func:`postprocess_grid` entries.
 
     Each training volume is segmented once without postprocessing; every candidate is applied to it and
@@ -613,7 +627,8 @@ def select(train_cases: list[Path], config: Path, weights: Path, valid: dict[str
             continue
         vol = read_volume(Path(case_dir) / "image.nii.gz")
         prepared = prepare_volume(vol, settings.hu_window)
-        ks = selection_region(valid[cid], prepared.windowed.shape[2])
+        nz = prepared.windowed.shape[2]
+        ks = list(range(nz)) if valid[cid] == "all" else selection_region(valid[cid], nz)
         if not ks:
             continue
         seg = predictor.segment(vol, postprocess=False)
@@ -747,13 +762,12 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
         _write_json(state_path, state)
 
     # the run's own cases folder: links to its training patients, never to a test patient
-    train_dirs = []
+    train_dirs, valid_dirs = [], []
     for cid in dict.fromkeys(fold.train + fold.valid):
         src = cases_src / cid if (cases_src / cid).exists() else real_src / cid
         if not (run_dir / "cases" / cid).exists():
             qd.link_case(src, run_dir / "cases" / cid)
-        if cid in fold.train:
-            train_dirs.append(run_dir / "cases" / cid)
+        (train_dirs if cid in fold.train else valid_dirs).append(run_dir / "cases" / cid)
     cfg = str(cfg_path)
     ds = run_dir / "dataset"
     try:
@@ -802,9 +816,11 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
             finish("train", {"stage": _stage_entry(st), **tr})
         if "select" not in done:
             _set_stage("select")
-            qd.log(f"{name}: select among {len(grid)} postprocessing candidate(s) on the validation blocks of "
-                   f"{', '.join(p.name for p in train_dirs)}")
-            sel = select(train_dirs, cfg_path, run_dir / "models" / "best.pt", valid_slices(ds), grid)
+            qd.log(f"{name}: select among {len(grid)} postprocessing candidate(s) on "
+                   + (f"the whole of {', '.join(p.name for p in valid_dirs)}" if valid_dirs else
+                      f"the validation blocks of {', '.join(p.name for p in train_dirs)}"))
+            valid = {**valid_slices(ds), **{d.name: "all" for d in valid_dirs}}
+            sel = select(train_dirs + valid_dirs, cfg_path, run_dir / "models" / "best.pt", valid, grid)
             finish("select", sel)
         summary = {"run": name, "key": key, "recipe": recipe.key, "recipe_title": recipe.title, "fold": fold.name,
                    "seed": seed, "budget_minutes": minutes, "train_cases": fold.train, "test_cases": fold.test,
@@ -974,8 +990,10 @@ def render(report: dict) -> str:
              for c, f in sorted(facts.items(), key=lambda kv: natural_key(kv[0]))])]
     L_.append("")
     for fold in report["folds"]:
-        L_.append(f"- fold {fold['name']}: train {', '.join(fold['train'])}; validation: held-out slice blocks "
-                  f"of the training patients; test {', '.join(fold['test'])} ({fold['note']})")
+        valid = (f"{', '.join(fold['valid'])} held out whole" if fold.get("valid") else
+                 "held-out slice blocks of the training patients")
+        L_.append(f"- fold {fold['name']}: train {', '.join(fold['train'])}; validation: {valid}; test "
+                  f"{', '.join(fold['test'])} ({fold['note']})")
     for k, r in report["recipes"].items():
         L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; seeds {r['seeds']}")
     for fold_name, c in (report.get("choices") or {}).items():
@@ -1323,6 +1341,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="",
                     help="a name for this invocation's --set values, put into its run names (b.NAME-...): "
                          "required with --set, so that each setting keeps its own summaries")
+    ap.add_argument("--valid-case", default=None, metavar="CASE",
+                    help="validate on this training case held out whole (e.g. lits_117) instead of slice blocks "
+                         "of every training patient: a validation no plane's slices can leak into (for "
+                         "comparing [slice] planes); needs --variant")
     ap.add_argument("--choose-from", type=float, default=None, metavar="MINUTES",
                     help="run recipe (b) of each fold as the variant with the best selection figure among that "
                          "fold's --selection-only runs (and the baseline) of this budget in --report-dir")
@@ -1364,6 +1386,12 @@ def main(argv: list[str] | None = None) -> int:
         grid = postprocess_grid(args.grid or "full")
         report_dir = (DEFAULT_REPORT_DIR if args.report_dir is None else (Path(args.report_dir) if args.report_dir
                                                                           else None))
+    if args.valid_case:
+        if not args.variant:
+            raise SystemExit("quality.py: --valid-case trains other models than the default validation: name them "
+                             "with --variant")
+        folds, vnotes = with_valid_case(folds, args.valid_case)
+        notes = notes + vnotes
     data["notes"] = list(data.get("notes", [])) + notes
     for n in data["notes"]:
         qd.log(n)

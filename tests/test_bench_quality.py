@@ -208,6 +208,23 @@ def test_selection_only_never_opens_the_test_patient(quality, tmp_path):
     assert json.loads((tmp_path / "reports" / "runs" / f"{run['run']}.json").read_text())["test"] is None
 
 
+def test_valid_case_is_held_out_whole_and_scored_on_every_slice(quality, tmp_path):
+    """--valid-case: the case leaves training, its every slice is scored by the selection step, the test
+    patient is never opened, and the run carries the variant's name."""
+    argv = ["--smoke", "--out", str(tmp_path), "--folds", "phantom_001", "--recipes", "b", "--seeds", "1",
+            "--budget-minutes", "0.005", "--selection-only", "--valid-case", "phantom_003", "--variant", "v3"]
+    with OpenRecorder(quality.STAGE) as opened:
+        assert quality.main(argv) == 0
+    test_case = tmp_path / "smoke_cases" / "phantom_001"
+    assert not [(s, p) for s, p in opened if s not in (None, "prepare") and _under(p, test_case)]
+    run = json.loads((tmp_path / "runs" / "b.v3-phantom_001-seed42-0.005min" / "summary.json").read_text())
+    assert run["train_cases"] == ["phantom_000", "phantom_002"] and run["valid"] == ["phantom_003"]
+    assert run["selection"]["cases"] == {"phantom_003": 12}  # the whole case: all of its 12 slices
+    assert "validation: phantom_003 held out whole" in (tmp_path / "quality.md").read_text()
+    with pytest.raises(SystemExit, match="--variant"):
+        quality.main(argv[:-2])
+
+
 # --------------------------------------------------------------------------- pieces
 
 
