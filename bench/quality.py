@@ -2,7 +2,9 @@
 """Real-CT quality benchmark: leave one patient out over IRCADb 1, 7 and 17, every choice made away from the
 test patient; the original's recipe (a) beside FlexUNet's recommended recipe (b) under the same training time.
 
-    python bench/quality.py --folds all --seeds 3        (the documented run; also: make bench-quality)
+    python bench/quality.py --folds all --seeds 3        (the default protocol; also: make bench-quality)
+    python bench/quality.py --folds all --seeds 3 --choose-from 5     (recipe (b) per fold as its selection
+                                                                       runs of 5 minutes chose)
 
     python bench/quality.py [--budget-minutes 20] [--folds all|1,7,17] [--seeds 3] [--seeds-a 1]
                             [--recipes a,b] [--selection-only] [--set [RECIPE:]SECTION.KEY=VALUE ...]
@@ -30,7 +32,12 @@ Protocol
    ``tumour_grow_beyond``) and keeps the one with the highest pooled liver Dice + tumour Dice on the
    validation blocks (they neighbour training slices: optimistic figures, used only to rank the
    candidates).  Whole-recipe choices (augmentation, 2.5D, planes, loss...) are compared with
-   ``--selection-only``, which runs steps 1-3 and never opens a test patient.
+   ``--selection-only --set ... --variant NAME``, which runs steps 1-3 and never opens a test patient;
+   ``--choose-from MINUTES`` then runs each fold's recipe (b) as the variant with the highest selection
+   figure among that fold's own runs of that budget (:func:`choose_variants`), so a fold's recipe is
+   chosen on its own training patients only.  Slicing planes need ``--valid-case lits_117``: coronal and
+   sagittal training slices cross the axial validation blocks, so the comparison validates on one
+   training case held out whole instead.
 4. Test: the test patient is segmented and scored once per run, with the selected postprocessing
    (``infer-volume`` then ``evaluate-volume``): liver Dice, tumour Dice where it has tumours (1, 17),
    tumour volume found where it has none (7, mL), ASSD, HD95, volumetry errors.
@@ -1263,7 +1270,8 @@ def choose_variants(report_dir: Path, folds: list, minutes: float, seed: int = N
     ``minutes`` and seed ``seed`` in ``report_dir/runs`` (the baseline, ``b-...``, and every ``b.<variant>-...``).
 
     Only the fold's own runs count: their selection figures come from its training patients, so the choice
-    never sees its test patient.  Returns ``{fold: {"variant", "sets" ({scope: {key: value}}), "scores"}}``;
+    never sees its test patient.  Runs validated on a case held out whole (``--valid-case``) are left out:
+    their figures are on another validation set.  Returns ``{fold: {"variant", "sets" ({scope: {key: value}}), "scores"}}``;
     a fold without any such run keeps the baseline."""
     seed = BASE_SEED if seed is None else seed
     out = {}
@@ -1274,6 +1282,8 @@ def choose_variants(report_dir: Path, folds: list, minutes: float, seed: int = N
             s = _read_json(f) or {}
             if s.get("recipe") != "b" or s.get("fold") != fold.name or s.get("budget_minutes") != minutes:
                 continue
+            if isinstance(s.get("valid"), list) and s["valid"]:
+                continue  # validated on a case held out whole (--valid-case): another figure, not comparable
             score = selection_score(s)
             if score is None:
                 continue

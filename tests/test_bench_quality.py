@@ -246,6 +246,10 @@ def test_each_fold_runs_the_variant_its_own_selection_figures_chose(quality, tmp
     summary("b.lr-p2-seed43-5min", "p2", "lr", 1.9, {"model.learning_rate": "0.01"}, seed=43)
     summary("b.lr-p2-seed42-20min", "p2", "lr", 1.95, {"model.learning_rate": "0.01"}, minutes=20.0)
     summary("b.big-p3-seed42-5min", "p3", "big", 1.99, {"model.base_filters": "32"})  # p3's only run
+    summary("b.tri-p1-seed42-5min", "p1", "tri", 1.99, {"slice.planes": "['axial', 'coronal']"})
+    data = json.loads((tmp_path / "runs" / "b.tri-p1-seed42-5min.json").read_text())
+    data["valid"] = ["p4"]  # validated on a case held out whole: another figure, left out
+    (tmp_path / "runs" / "b.tri-p1-seed42-5min.json").write_text(json.dumps(data))
     folds = [quality.Fold(name=n, title=n, train=[], test=[n]) for n in ("p1", "p2", "p3", "p4")]
     got = quality.choose_variants(tmp_path, folds, 5.0)
     assert got["p1"] == {"variant": "", "sets": {"b": {}}, "scores": {"": 1.7, "aug": 1.5}}
