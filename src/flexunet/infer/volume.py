@@ -294,7 +294,9 @@ def predict_volume(predictor: "Predictor", windowed: np.ndarray, settings: Volum
 
         bar = tqdm(total=total, unit="slice", desc="slices", leave=False, dynamic_ncols=True)
     if planes == ("axial",):
-        out = np.zeros(windowed.shape, np.uint8)
+        # Fortran order: each axial slice is one contiguous block, as NIfTI stores it, so the slices are
+        # written in place and the labels are saved without a transposing copy of the volume
+        out = np.zeros(windowed.shape, np.uint8, order="F")
         for ks, probs in _slice_probabilities(predictor, windowed, settings, bar):
             labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
             for k, lab in zip(ks, labels):
