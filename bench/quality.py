@@ -721,6 +721,13 @@ def run_config(recipe: Recipe, fold: Fold, minutes: float, seed: int, extra: dic
     return edit_config(recipe.template, sets)
 
 
+def config_key_text(cfg_text: str) -> str:
+    """A run's config as its key sees it: the settings' lines without comments and blank lines, so that a
+    comment edited in the template does not rerun finished runs."""
+    return "\n".join(line.strip() for line in cfg_text.splitlines()
+                     if line.strip() and not line.lstrip().startswith((";", "#")))
+
+
 def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | None = None) -> dict:
     """One run: slice (training patients only) -> train -> select -> test, each stage kept once done.
 
@@ -740,7 +747,7 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
     cfg_text = run_config(recipe, fold, minutes, seed, ctx.get("sets"))
     grid = list(ctx.get("grid") or postprocess_grid()) if recipe.postprocess else [{"postprocess": False}]
     selection_only = bool(ctx.get("selection_only"))
-    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "config": cfg_text, "grid": grid,
+    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "config": config_key_text(cfg_text), "grid": grid,
                                      "train": fold.train, "valid": fold.valid, "test": fold.test,
                                      "preprocessing": recipe.preprocessing}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
