@@ -907,12 +907,17 @@ def _f(v, nd=3, signed=False):
     return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
 
 
+def chosen_candidate(sel: dict) -> dict | None:
+    """The row of the selection step's table (:func:`select`) for the candidate it chose; None if unscored."""
+    return next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), None)
+
+
 def run_row(s: dict) -> dict:
     """One run's figures, flat (a row of quality.csv)."""
     t = s.get("test") or {}
     lv, tu = t.get("liver") or {}, t.get("tumour") or {}
     tr, sel = s.get("train") or {}, s.get("selection") or {}
-    chosen_row = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), {})
+    chosen_row = chosen_candidate(sel) or {}
 
     def diff(a, b):
         return None if a is None or b is None else a - b
@@ -1070,7 +1075,7 @@ def render(report: dict) -> str:
         sel = s.get("selection") or {}
         if not sel:
             continue
-        ch = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), None)
+        ch = chosen_candidate(sel)
         srows.append([s["run"], len(sel.get("table", [])) or 1, sel.get("chosen_label"),
                       _f(ch["liver_dice"]) if ch else "–", _f(ch["tumour_dice"]) if ch else "–",
                       ", ".join(f"{c} {n}" for c, n in (sel.get("cases") or {}).items()) or "–",
@@ -1267,8 +1272,7 @@ def _parse_sets(items) -> dict:
 def selection_score(summary: dict) -> float | None:
     """The selection step's figure of a run: liver Dice + tumour Dice of its chosen postprocessing on the
     validation blocks of its training patients (``None`` when it was not scored)."""
-    sel = summary.get("selection") or {}
-    row = next((r for r in sel.get("table", []) if r.get("label") == sel.get("chosen_label")), None)
+    row = chosen_candidate(summary.get("selection") or {})
     return None if not row or row.get("score") is None else float(row["score"])
 
 
@@ -1284,7 +1288,7 @@ def choose_variants(report_dir: Path, folds: list, minutes: float, seed: int = N
     out = {}
     for fold in folds:
         scores = {}
-        sets = {"": {}}
+        sets: dict = {}
         for f in sorted((report_dir / "runs").glob(f"b*-{fold.name}-seed{seed}-{minutes:g}min.json")):
             s = _read_json(f) or {}
             if s.get("recipe") != "b" or s.get("fold") != fold.name or s.get("budget_minutes") != minutes:
