@@ -592,14 +592,14 @@ def score_candidates(raw, windowed, gt, spacing, ks, candidates: list[dict], set
     return out
 
 
-def select(train_cases: list[Path], config: Path, weights: Path, valid: dict[str, list[int]],
+def select(train_cases: list[Path], config: Path, weights, valid: dict[str, list[int]],
            candidates: list[dict]) -> dict:
     """Choose the postprocessing on the training patients' validation blocks; it cannot see a test patient.
 
     Args:
         train_cases: the training patients' case folders (``image.nii.gz`` + ``label.nii.gz``), e.g. the
             run's folder of links, which holds no test patient.  Nothing else is read.
-        config: the run's config; weights: its ``best.pt``.
+        config: the run's config; weights: its ``best.pt`` (or a list of checkpoints: their softmax averaged).
         valid: case id -> the axial slice indices of its validation slices (:func:`valid_slices`), or
             ``"all"`` for a validation case held out whole (``--valid-case``): every slice is scored.
         candidates: :func:`postprocess_grid` entries.
@@ -624,7 +624,8 @@ def select(train_cases: list[Path], config: Path, weights: Path, valid: dict[str
     from flexunet.infer.volume import VolumePredictor, prepare_volume
     from flexunet.io.volumes import read_volume, to_canonical
 
-    predictor = VolumePredictor(load_config(config), [str(weights)])
+    paths = weights if isinstance(weights, (list, tuple)) else [weights]
+    predictor = VolumePredictor(load_config(config), [str(w) for w in paths])
     settings = predictor.settings
     totals = np.zeros((len(candidates), 6), np.int64)
     used: dict[str, int] = {}
@@ -666,9 +667,10 @@ def _set_stage(name: str | None) -> None:
     STAGE["name"] = name
 
 
-def run_name(recipe_key: str, test: str, seed: int, minutes: float, variant: str = "") -> str:
-    """``<recipe>[.<variant>]-<test patient>-seed<seed>-<budget>min``."""
-    return f"{recipe_key}{'.' + variant if variant else ''}-{test}-seed{seed}-{minutes:g}min"
+def run_name(recipe_key: str, test: str, seed, minutes: float, variant: str = "") -> str:
+    """``<recipe>[.<variant>]-<test patient>-seed<seed>-<budget>min`` (``seed42+43`` for several seeds)."""
+    seeds = "+".join(map(str, seed)) if isinstance(seed, (list, tuple)) else seed
+    return f"{recipe_key}{'.' + variant if variant else ''}-{test}-seed{seeds}-{minutes:g}min"
 
 
 def _clean(obj):
@@ -852,6 +854,76 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
             _set_stage("test")
             summary.update(score_test_patient(run_dir, cfg_text, done["select"]["chosen"], fold, cases_src,
                                               real_src, inproc))
+        summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        _write_json(summary_path, summary)
+        return _clean(summary)
+    finally:
+        _set_stage(None)
+
+
+ENSEMBLE_RECIPE = "b-ens"
+
+
+def run_ensemble(fold: Fold, members: list[dict], ctx: dict) -> dict:
+    """The seeds of one recipe (b) setting of a fold as one model: their softmax averaged (``[infer] weights``
+    lists every member's ``best.pt``), no training.  The selection step chooses its postprocessing on the
+    members' validation blocks (the same slices for every seed: none of the members trained on them), so its
+    selection figure ranks it beside each member's; the test patient is then scored once.
+
+    ``members``: the finished runs' summaries (their raw folders under ``<out>/runs`` hold the weights)."""
+    if len(members) < 2:
+        raise ValueError(f"fold {fold.name}: an ensemble needs at least 2 finished runs, got {len(members)}")
+    first = members[0]
+    variant = first.get("variant") or ""
+    if any((m.get("variant") or "") != variant or m["fold"] != fold.name for m in members):
+        raise ValueError(f"fold {fold.name}: ensemble members of different settings: {[m['run'] for m in members]}")
+    minutes = first["budget_minutes"]
+    seeds = [m["seed"] for m in members]
+    name = run_name(ENSEMBLE_RECIPE, fold.name, seeds, minutes, variant)
+    runs = Path(ctx["out"]) / "runs"
+    member_dirs = [runs / m["run"] for m in members]
+    weights = [(d / "models" / "best.pt").resolve() for d in member_dirs]
+    missing = [str(w) for w in weights if not w.exists()]
+    if missing:
+        raise FileNotFoundError(f"{name}: members' weights missing: {', '.join(missing)}")
+    grid = list(ctx.get("grid") or postprocess_grid())
+    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "members": [m["key"] for m in members],
+                                     "grid": grid}, sort_keys=True).encode()).hexdigest()[:16]
+    run_dir = runs / name
+    summary_path = run_dir / "summary.json"
+    old = _read_json(summary_path)
+    if old and old.get("key") == key and old.get("test"):
+        qd.log(f"{name}: done before ({summary_path}), skipped")
+        return old
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "logs").mkdir()
+    cfg_text = edit_config((member_dirs[0] / "train_eval_infer.config").read_text(),
+                           {"infer.weights": [str(w) for w in weights]})
+    cfg_path = run_dir / "train_eval_infer.config"
+    cfg_path.write_text(cfg_text)
+    # the first member's folder of links (its training patients only) and its validation slices
+    cases_dir = member_dirs[0] / "cases"
+    train_dirs = [cases_dir / c for c in fold.train]
+    valid_dirs = [cases_dir / c for c in fold.valid]
+    try:
+        _set_stage("select")
+        qd.log(f"{name}: {len(members)} models averaged; select among {len(grid)} postprocessing candidate(s)")
+        valid = {**valid_slices(member_dirs[0] / "dataset"), **{d.name: "all" for d in valid_dirs}}
+        sel = select(train_dirs + valid_dirs, cfg_path, weights, valid, grid)
+        summary = {"run": name, "key": key, "recipe": ENSEMBLE_RECIPE,
+                   "recipe_title": f"recipe (b), the softmax of seeds {', '.join(map(str, seeds))} averaged",
+                   "fold": fold.name, "seed": "+".join(map(str, seeds)), "members": [m["run"] for m in members],
+                   "budget_minutes": minutes, "train_cases": fold.train, "test_cases": fold.test,
+                   "tumour_scored": list(fold.tumour_cases), "valid": first.get("valid"),
+                   "slices": first.get("slices"), "train": {}, "selection": sel, "stages": {},
+                   "protocol": PROTOCOL_VERSION, "selection_only": False, "test": None, "cases": {},
+                   "command": ctx.get("command"), "machine": ctx.get("machine"), "variant": variant or None,
+                   "variant_sets": first.get("variant_sets") or {}}
+        _set_stage("test")
+        summary.update(score_test_patient(run_dir, cfg_text, sel["chosen"], fold, Path(ctx["cases"]),
+                                          Path(ctx["cases"]), ctx.get("inprocess", False)))
         summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         _write_json(summary_path, summary)
         return _clean(summary)
@@ -1147,12 +1219,14 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[
                   cases_minmax: Path | None, out: Path, report_dir: Path | None, budget_minutes: float, meta: dict,
                   data: dict, sets: dict | None = None, grid: list[dict] | None = None,
                   selection_only: bool = False, inprocess: bool = False, keep_checkpoints: bool = False,
-                  variant: str = "", choices: dict | None = None) -> dict:
+                  variant: str = "", choices: dict | None = None, ensemble: bool = False) -> dict:
     """Every recipe x fold x seed; write the tables to ``out`` (and the summaries and tables to ``report_dir``).
 
     ``variant``: a name for the ``sets`` of this invocation, put into the run names so that runs of one
     recipe with other settings (``--set``) keep summaries of their own.  ``choices``: per fold, the recipe
-    (b) variant its own selection figures chose (:func:`choose_variants`), run in place of the baseline."""
+    (b) variant its own selection figures chose (:func:`choose_variants`), run in place of the baseline.
+    ``ensemble``: then, per fold, the finished recipe (b) runs of this invocation as one averaged model
+    (:func:`run_ensemble`)."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ctx = {"out": str(out), "cases": str(cases), "cases_minmax": str(cases_minmax or cases), "sets": sets or {},
@@ -1206,6 +1280,20 @@ def run_benchmark(*, recipes: dict[str, Recipe], folds: list[Fold], seeds: dict[
             name = run_name(recipe.key, fold.name, seed, budget_minutes, rctx.get("variant", ""))
             qd.log(f"{name} FAILED: {exc}")
             res = {"run": name, "recipe": recipe.key, "fold": fold.name, "seed": seed, "ok": False,
+                   "error": str(exc)}
+        report["runs"].append(res)
+        write_all()
+    for fold in folds if ensemble and not selection_only else []:
+        members = [r for r in report["runs"] if r.get("ok") and r.get("recipe") == "b" and r.get("fold") == fold.name
+                   and r.get("test")]
+        if len(members) < 2:
+            qd.log(f"{fold.name}: {len(members)} finished recipe (b) run(s): no ensemble")
+            continue
+        try:
+            res = {**run_ensemble(fold, members, ctx), "ok": True}
+        except Exception as exc:
+            qd.log(f"{fold.name}: ensemble FAILED: {exc}")
+            res = {"run": f"{ENSEMBLE_RECIPE}-{fold.name}", "recipe": ENSEMBLE_RECIPE, "fold": fold.name, "ok": False,
                    "error": str(exc)}
         report["runs"].append(res)
         write_all()
@@ -1369,6 +1457,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--choose-from", type=float, default=None, metavar="MINUTES",
                     help="run recipe (b) of each fold as the variant with the best selection figure among that "
                          "fold's --selection-only runs (and the baseline) of this budget in --report-dir")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="then also run each fold's recipe (b) seeds as one model, their softmax averaged: "
+                         "selection and test, no training")
     ap.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's models/last.ckpt (deleted after training by default: 1.5 GB for (a))")
     ap.add_argument("--smoke", action="store_true",
@@ -1445,7 +1536,7 @@ def main(argv: list[str] | None = None) -> int:
     run_benchmark(recipes=recipes, folds=folds, seeds=seeds, cases=cases, cases_minmax=cases_minmax, out=out,
                   report_dir=report_dir, budget_minutes=budget, meta=meta, data=data, sets=sets, grid=grid,
                   selection_only=args.selection_only, inprocess=args.smoke, keep_checkpoints=args.keep_checkpoints,
-                  variant=args.variant, choices=choices)
+                  variant=args.variant, choices=choices, ensemble=args.ensemble)
     return 0
 
 

@@ -194,6 +194,49 @@ def test_a_finished_run_is_skipped(quality, smoke, capsys):
     assert again["test"]["liver"]["dice"] == pytest.approx(old["test"]["liver"]["dice"])
 
 
+def test_seed_ensemble_is_selected_on_the_training_side_and_tested_once(quality, smoke):
+    """``--ensemble``: the fold's finished seeds averaged, no training; its selection reads training
+    patients only, on the same validation slices as its members."""
+    out = smoke["out"]
+    calls = []
+    real_select = quality.select
+
+    def spy(train_cases, config, weights, *args, **kwargs):
+        calls.append(([os.path.realpath(p) for p in train_cases], list(weights)))
+        return real_select(train_cases, config, weights, *args, **kwargs)
+
+    quality.select = spy
+    try:
+        with OpenRecorder(quality.STAGE) as opened:
+            assert quality.main(smoke["argv"] + ["--ensemble"]) == 0
+    finally:
+        quality.select = real_select
+    name = "b-ens-phantom_002-seed42+43-0.01min"
+    summary = json.loads((out / "reports" / "runs" / f"{name}.json").read_text())
+    assert summary["members"] == ["b-phantom_002-seed42-0.01min", "b-phantom_002-seed43-0.01min"]
+    assert summary["recipe"] == "b-ens" and summary["selection"]["scored"]
+    assert 0.0 <= summary["cases"]["phantom_002"]["liver"]["dice"] <= 1.0
+    # one selection call, with both members' weights, on the training patients only; no training stage
+    assert len(calls) == 1 and [p.parent.parent.name for p in calls[0][1]] == summary["members"]
+    train_cases = [out / "smoke_cases" / c for c in ("phantom_000", "phantom_001", "phantom_003")]
+    assert sorted(calls[0][0]) == sorted(os.path.realpath(p) for p in train_cases)
+    stages = {s for s, p in opened if _under(p, out / "smoke_cases" / "phantom_002")}
+    assert stages - {"prepare"} == {"test"}  # prepare: checks the cached data
+    assert not any(s in ("slice", "train") for s, _ in opened)
+    cfg = (out / "runs" / name / "test.config").read_text()
+    assert "seed42-0.01min/models/best.pt" in cfg and "seed43-0.01min/models/best.pt" in cfg
+    md = (out / "reports" / "quality-0.01min.md").read_text()
+    assert "| (b-ens) | phantom_002 | 1 |" in md and f"| {name} |" in md
+    # a second call finds it done
+    assert quality.run_ensemble(quality.lopo_folds({"phantom_000", "phantom_001", "phantom_002", "phantom_003"},
+                                                   ("phantom_000", "phantom_001", "phantom_002"),
+                                                   ("phantom_003",))[0][2],
+                                [json.loads((out / "reports" / "runs" / f"{m}.json").read_text())
+                                 for m in summary["members"]],
+                                {"out": str(out), "cases": str(out / "smoke_cases"),
+                                 "grid": quality.postprocess_grid("small")})["key"] == summary["key"]
+
+
 def test_selection_only_never_opens_the_test_patient(quality, tmp_path):
     argv = ["--smoke", "--out", str(tmp_path), "--folds", "phantom_001", "--recipes", "b", "--seeds", "1",
             "--budget-minutes", "0.005", "--selection-only"]
