@@ -5,6 +5,8 @@ test patient; the original's recipe (a) beside FlexUNet's recommended recipe (b)
     python bench/quality.py --folds all --seeds 3        (the default protocol; also: make bench-quality)
     python bench/quality.py --folds all --seeds 3 --choose-from 5     (recipe (b) per fold as its selection
                                                                        runs of 5 minutes chose)
+    python bench/quality.py --folds all --seeds 3 --choose-from 5 --ensemble   (then each fold's seeds as one
+                                                                                model, softmax averaged)
 
     python bench/quality.py [--budget-minutes 20] [--folds all|1,7,17] [--seeds 3] [--seeds-a 1]
                             [--recipes a,b] [--selection-only] [--set [RECIPE:]SECTION.KEY=VALUE ...]
@@ -55,6 +57,11 @@ Recipes:
 * (b) FlexUNet's recommended CT config (``projects/liver-tumor-ct/train_eval_infer.config``) with the
   postprocessing the selection step picks; ``--seeds`` seeds (default 3, ``train.seed`` 42, 43, ...),
   reported as mean, standard deviation and range.
+* (b-ens), with ``--ensemble``: each fold's finished (b) runs as one model, their softmax averaged
+  (``[infer] weights`` lists every seed's ``best.pt``; :func:`run_ensemble`), no training of its own.  Its
+  postprocessing is selected on the same validation blocks as its members' (no seed trained on them),
+  so its selection figure ranks it beside each seed's; then its test patient is scored once.  It costs
+  one model pass per seed in ``infer-volume``.
 
 Output: ``<out>/runs/<run>/`` (git-ignored) keeps each run's config, logs, dataset, weights, predictions
 and ``summary.json``; ``<out>/quality.{md,json,csv}`` the tables of this invocation.  The small per-run
