@@ -19,7 +19,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common  # noqa: E402
 import torch  # noqa: E402
 
 from flexunet.config import config_from_dict  # noqa: E402
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    _common.print_header("Augmentation throughput", threads=torch.get_num_threads(),
+                         argv=None if argv is None else [sys.argv[0], *argv])
 
     samples = synthetic(8, args.size, args.channels)
     rows = []
@@ -99,8 +103,6 @@ def main(argv=None) -> int:
             aug = build_augmenter(make_cfg({**only, "probability": 1.0}, args.size, args.channels))
             rows.append((f"  {name} only, p=1", rate(aug, samples, per_n)))
 
-    cmd = " ".join(["python", os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:]))
-    print(f"# {cmd}")
     print(f"# {args.channels}x{args.size}x{args.size} float32, n={args.n}, torch threads={torch.get_num_threads()}, "
           f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+import _common  # noqa: E402
 
 CONFIG = """[model]
 model = "TensorFlowFlexUNet"
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     cfg = load_config(cfg_path)
     save_weights(work / "models" / "best.pt", create_model(cfg.model), cfg.model)
 
-    print(f"# flexunet memory bench: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
+    _common.print_header("flexunet memory bench", argv=None if argv is None else [sys.argv[0], *argv])
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}; work folder {work}")
     t0 = time.perf_counter()
     write_slices(work / "slices", args.n, args.size)
