@@ -1062,11 +1062,17 @@ def render(report: dict) -> str:
     meta = report["meta"]
     L_ += ["# FlexUNet real-CT quality benchmark (leave one patient out, choices on the training side)", "",
            f"command: `{meta['command']}`"]
-    if meta.get("machine"):
+    if meta.get("machines"):
+        L_.append("machine (of the runs): " + " | ".join(meta["machines"]))
+    elif meta.get("machine"):
         L_.append(f"machine: {_common.machine_line(meta['machine'])}; load average at end "
                   f"{meta.get('load_average_end')}")
-    L_ += [f"started {meta.get('started')}, wall time {meta.get('wall_minutes', 0):.1f} min", "",
-           f"Budget: {meta.get('budget_text', '')}", "", "## Data and folds", ""]
+    if meta.get("started"):
+        L_.append(f"started {meta.get('started')}, wall time {meta.get('wall_minutes', 0):.1f} min")
+    else:
+        L_.append("the tables of every run summary of this budget in the report folder's runs/, from the command(s) "
+                  "above; each summary holds its own command, machine and finish time")
+    L_ += ["", f"Budget: {meta.get('budget_text', '')}", "", "## Data and folds", ""]
     for n in report["data"].get("notes", []):
         L_.append(f"- {n}")
     for cid, text in (report["data"].get("import_notes") or {}).items():
@@ -1095,9 +1101,10 @@ def render(report: dict) -> str:
     for k, r in report["recipes"].items():
         L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; seeds {r['seeds']}")
     for fold_name, c in (report.get("choices") or {}).items():
-        scores = ", ".join(f"{('b.' + v) if v else 'b'} {sc:.3f}" for v, sc in c["scores"].items()) or "none"
-        L_.append(f"- fold {fold_name}: recipe (b) run as {('b.' + c['variant']) if c['variant'] else 'b'}, the "
-                  f"highest selection figure (validation liver + tumour Dice) among the fold's own runs: {scores}")
+        scores = ", ".join(f"{('b.' + v) if v else 'b'} {sc:.3f}" for v, sc in c["scores"].items())
+        L_.append(f"- fold {fold_name}: recipe (b) run as {('b.' + c['variant']) if c['variant'] else 'b'}, "
+                  + (f"the highest selection figure (validation liver + tumour Dice) among the fold's own runs: "
+                     f"{scores}" if scores else "as chosen by --choose-from from the fold's own selection runs"))
     runs = report["runs"]
     rows = [run_row(s) for s in runs if s.get("ok", True) and s.get("run")]
     tested = [r for r in rows if r["liver_dice"] is not None]
@@ -1337,10 +1344,49 @@ def export_reports(report: dict, report_dir: Path, budget_minutes: float, select
             continue
         collected.append(s)
     stem = f"{'selection' if selection_only else 'quality'}-{tag}"
-    text = render({**report, "runs": collected})
+    text = render(gathered_report(report, collected))
     (report_dir / f"{stem}.md").write_text(text)
     write_csv(report_dir / f"{stem}.csv", [run_row(s) for s in collected])
     return [report_dir / f"{stem}.md", report_dir / f"{stem}.csv"]
+
+
+def gathered_report(report: dict, runs: list[dict]) -> dict:
+    """``report`` with the header of ``runs``, which several invocations may have made (one fold or one
+    recipe at a time): their commands, folds, recipes with their seeds, and each fold's recipe (b) variant
+    (with the choice's scores where this invocation made it)."""
+    commands = list(dict.fromkeys(s.get("command") for s in runs if s.get("command")))
+    trained = [s for s in runs if s.get("train")]
+    minutes = runs[0]["budget_minutes"] if runs else 0
+    meta = {**report["meta"], "command": "`, `".join(commands) or report["meta"].get("command"),
+            "machines": list(dict.fromkeys(re.sub(r"; load average at start \[.*?\]", "", s["machine"])
+                                           for s in runs if s.get("machine"))),
+            "started": None, "wall_minutes": None,
+            "budget_text": (f"{minutes:g} training minutes per run (wall clock, the last epoch cut when they run "
+                            f"out), every recipe alike; {len(trained)} trained run(s) = "
+                            f"{len(trained) * minutes / 60:.1f} h of training.")}
+    folds = {(f["name"], tuple(f.get("valid") or ())): f for f in report["folds"]}
+    recipes: dict = {}
+    choices: dict = {}
+    templates = {"a": str(SEED_CONFIG), "b": str(CT_CONFIG), ENSEMBLE_RECIPE: str(CT_CONFIG)}
+    for s in sorted(runs, key=lambda r: natural_key(r["run"])):
+        fold = s["fold"]
+        valid = s.get("valid") if isinstance(s.get("valid"), list) else []
+        folds.setdefault((fold, tuple(valid)), {
+            "name": fold, "train": s.get("train_cases") or [], "test": s.get("test_cases") or [], "valid": valid,
+            "note": "tumour Dice scored" if s.get("tumour_scored") else
+            "no liver tumour: the tumour volume found is reported (mL)"})
+        mine = report["recipes"].get(s["recipe"], {})
+        r = recipes.setdefault(s["recipe"], {"title": mine.get("title") or s.get("recipe_title", ""),
+                                             "template_source": mine.get("template_source")
+                                             or templates.get(s["recipe"], "–"), "seeds": []})
+        if s["seed"] not in r["seeds"]:
+            r["seeds"].append(s["seed"])
+        if s["recipe"] == "b" and s.get("variant") and s.get("test") and fold not in choices:
+            choices[fold] = (report.get("choices") or {}).get(fold) or {"variant": s["variant"], "scores": {}}
+    for fold, c in (report.get("choices") or {}).items():
+        choices.setdefault(fold, c)
+    return {**report, "meta": meta, "runs": runs, "recipes": recipes, "choices": choices,
+            "folds": sorted(folds.values(), key=lambda f: (natural_key(f["name"]), f.get("valid") or []))}
 
 
 def _parse_sets(items) -> dict:

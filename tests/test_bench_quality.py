@@ -227,6 +227,9 @@ def test_seed_ensemble_is_selected_on_the_training_side_and_tested_once(quality,
     assert "seed42-0.01min/models/best.pt" in cfg and "seed43-0.01min/models/best.pt" in cfg
     md = (out / "reports" / "quality-0.01min.md").read_text()
     assert "| (b-ens) | phantom_002 | 1 |" in md and f"| {name} |" in md
+    # the gathered table's header names both invocations and every recipe's seeds
+    assert md.splitlines()[2].count("--smoke") == 2 and "--ensemble" in md.splitlines()[2]
+    assert "seeds [42, 43]" in md and "seeds ['42+43']" in md
     # a second call finds it done
     assert quality.run_ensemble(quality.lopo_folds({"phantom_000", "phantom_001", "phantom_002", "phantom_003"},
                                                    ("phantom_000", "phantom_001", "phantom_002"),
