@@ -61,7 +61,7 @@ Recipes:
   (``[infer] weights`` lists every seed's ``best.pt``; :func:`run_ensemble`), no training of its own.  Its
   postprocessing is selected on the same validation blocks as its members' (no seed trained on them),
   so its selection figure ranks it beside each seed's; then its test patient is scored once.  It costs
-  one model pass per seed in ``infer-volume``.
+  every seed's training (not the budget of one run) and one model pass per seed in ``infer-volume``.
 
 Output: ``<out>/runs/<run>/`` (git-ignored) keeps each run's config, logs, dataset, weights, predictions
 and ``summary.json``; ``<out>/quality.{md,json,csv}`` the tables of this invocation.  The small per-run
