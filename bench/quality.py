@@ -255,6 +255,11 @@ def build_recipes(keys, ct_text: str, ct_source: str, seed_text: str, seed_sourc
     return out
 
 
+def fold_note(tumour: bool) -> str:
+    """What a fold's test patient is scored for."""
+    return "tumour Dice scored" if tumour else "no liver tumour: the tumour volume found is reported (mL)"
+
+
 def lopo_folds(have: set[str], patients=PATIENTS, always=ALWAYS_TRAIN, tumour_free=()) -> tuple[list[Fold], list[str]]:
     """Leave one patient out over ``patients`` (those in ``have``); ``always`` cases are in every training set.
 
@@ -272,8 +277,7 @@ def lopo_folds(have: set[str], patients=PATIENTS, always=ALWAYS_TRAIN, tumour_fr
             continue
         tumour = test not in tumour_free
         folds.append(Fold(test, f"hold out {test}", train, [test], tumour_cases=[test] if tumour else [],
-                          note=("tumour Dice scored" if tumour else
-                                "no liver tumour: the tumour volume found is reported (mL)")))
+                          note=fold_note(tumour)))
     return folds, notes
 
 
@@ -730,6 +734,13 @@ def run_config(recipe: Recipe, fold: Fold, minutes: float, seed: int, extra: dic
     return edit_config(recipe.template, sets)
 
 
+def run_key(what: dict) -> str:
+    """A run's key: a hash of what decides its figures (and the protocol version); a summary with another
+    key is stale and the run is made again."""
+    return hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, **what}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
+
+
 def config_key_text(cfg_text: str) -> str:
     """A run's config as its key sees it: the settings' lines without comments and blank lines, so that a
     comment edited in the template does not rerun finished runs."""
@@ -756,10 +767,8 @@ def run_one(recipe: Recipe, fold: Fold, minutes: float, ctx: dict, seed: int | N
     cfg_text = run_config(recipe, fold, minutes, seed, ctx.get("sets"))
     grid = list(ctx.get("grid") or postprocess_grid()) if recipe.postprocess else [{"postprocess": False}]
     selection_only = bool(ctx.get("selection_only"))
-    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "config": config_key_text(cfg_text), "grid": grid,
-                                     "train": fold.train, "valid": fold.valid, "test": fold.test,
-                                     "preprocessing": recipe.preprocessing}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
+    key = run_key({"config": config_key_text(cfg_text), "grid": grid, "train": fold.train, "valid": fold.valid,
+                   "test": fold.test, "preprocessing": recipe.preprocessing})
     summary_path = run_dir / "summary.json"
     old = _read_json(summary_path)
     if old and old.get("key") == key and (old.get("test") or selection_only):
@@ -894,8 +903,7 @@ def run_ensemble(fold: Fold, members: list[dict], ctx: dict) -> dict:
     if missing:
         raise FileNotFoundError(f"{name}: members' weights missing: {', '.join(missing)}")
     grid = list(ctx.get("grid") or postprocess_grid())
-    key = hashlib.sha256(json.dumps({"protocol": PROTOCOL_VERSION, "members": [m["key"] for m in members],
-                                     "grid": grid}, sort_keys=True).encode()).hexdigest()[:16]
+    key = run_key({"members": [m["key"] for m in members], "grid": grid})
     run_dir = runs / name
     summary_path = run_dir / "summary.json"
     old = _read_json(summary_path)
@@ -1373,8 +1381,7 @@ def gathered_report(report: dict, runs: list[dict]) -> dict:
         valid = s.get("valid") if isinstance(s.get("valid"), list) else []
         folds.setdefault((fold, tuple(valid)), {
             "name": fold, "train": s.get("train_cases") or [], "test": s.get("test_cases") or [], "valid": valid,
-            "note": "tumour Dice scored" if s.get("tumour_scored") else
-            "no liver tumour: the tumour volume found is reported (mL)"})
+            "note": fold_note(bool(s.get("tumour_scored")))})
         mine = report["recipes"].get(s["recipe"], {})
         r = recipes.setdefault(s["recipe"], {"title": mine.get("title") or s.get("recipe_title", ""),
                                              "template_source": mine.get("template_source")

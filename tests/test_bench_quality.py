@@ -230,14 +230,22 @@ def test_seed_ensemble_is_selected_on_the_training_side_and_tested_once(quality,
     # the gathered table's header names both invocations and every recipe's seeds
     assert md.splitlines()[2].count("--smoke") == 2 and "--ensemble" in md.splitlines()[2]
     assert "seeds [42, 43]" in md and "seeds ['42+43']" in md
-    # a second call finds it done
-    assert quality.run_ensemble(quality.lopo_folds({"phantom_000", "phantom_001", "phantom_002", "phantom_003"},
-                                                   ("phantom_000", "phantom_001", "phantom_002"),
-                                                   ("phantom_003",))[0][2],
-                                [json.loads((out / "reports" / "runs" / f"{m}.json").read_text())
-                                 for m in summary["members"]],
-                                {"out": str(out), "cases": str(out / "smoke_cases"),
-                                 "grid": quality.postprocess_grid("small")})["key"] == summary["key"]
+    # a second call finds it done: it neither selects nor tests again
+    def no_select(*args, **kwargs):
+        raise AssertionError("a finished ensemble selected again")
+
+    quality.select = no_select
+    try:
+        with OpenRecorder(quality.STAGE) as again:
+            again_summary = quality.run_ensemble(
+                quality.lopo_folds({"phantom_000", "phantom_001", "phantom_002", "phantom_003"},
+                                   ("phantom_000", "phantom_001", "phantom_002"), ("phantom_003",))[0][2],
+                [json.loads((out / "reports" / "runs" / f"{m}.json").read_text()) for m in summary["members"]],
+                {"out": str(out), "cases": str(out / "smoke_cases"), "grid": quality.postprocess_grid("small")})
+    finally:
+        quality.select = real_select
+    assert again_summary["finished"] == summary["finished"] and again_summary["key"] == summary["key"]
+    assert not any(_under(p, out / "smoke_cases" / "phantom_002") for _, p in again)
 
 
 def test_selection_only_never_opens_the_test_patient(quality, tmp_path):
