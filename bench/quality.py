@@ -1107,7 +1107,8 @@ def render(report: dict) -> str:
         L_.append(f"- fold {fold['name']}: train {', '.join(fold['train'])}; validation: {valid}; test "
                   f"{', '.join(fold['test'])} ({fold['note']})")
     for k, r in report["recipes"].items():
-        L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; seeds {r['seeds']}")
+        L_.append(f"- ({k}) {r['title']}: template {r['template_source']}; "
+                  f"seeds {', '.join(map(str, r['seeds']))}")
     for fold_name, c in (report.get("choices") or {}).items():
         scores = ", ".join(f"{('b.' + v) if v else 'b'} {sc:.3f}" for v, sc in c["scores"].items())
         L_.append(f"- fold {fold_name}: recipe (b) run as {('b.' + c['variant']) if c['variant'] else 'b'}, "
