@@ -1057,6 +1057,13 @@ def aggregate(rows: list[dict]) -> dict:
     for r in rows:
         out["per_fold"].setdefault(r["recipe"], {}).setdefault(r["test"], []).append(r)
     for recipe, folds in out["per_fold"].items():
+        # the over-folds mean taken per seed (seeds run in every fold), for the spread the seed alone gives
+        every = set.intersection(*({r["seed"] for r in rs} for rs in folds.values()))
+        out.setdefault("per_seed", {})[recipe] = {
+            k: _stats([statistics.fmean(v) if v else None
+                       for v in ([r[k] for rs in folds.values() for r in rs if r["seed"] == seed and r[k] is not None]
+                                 for seed in sorted(every, key=str))]) for k in ("liver_dice", "tumour_dice",
+                                                                                 "false_tumour_ml")}
         for test, rs in folds.items():
             folds[test] = {k: _stats([r[k] for r in rs]) for k in keys}
             folds[test]["seeds"] = sorted(r["seed"] for r in rs)
@@ -1145,10 +1152,14 @@ def render(report: dict) -> str:
         L_ += ["", "## Over the folds (mean of the fold means) against the goals", ""]
         orow = []
         for recipe, st in agg["overall"].items():
+            ps = agg["per_seed"][recipe]
             orow.append([f"({recipe})", ", ".join(st["folds"]), _f(st["liver_dice"]["mean"]),
-                         _f(st["tumour_dice"]["mean"]), _f(st["false_tumour_ml"]["mean"], 1)])
+                         _f(st["tumour_dice"]["mean"]), _f(st["false_tumour_ml"]["mean"], 1),
+                         " / ".join(_ms(ps[k], nd) for k, nd in (("liver_dice", 3), ("tumour_dice", 3),
+                                                                 ("false_tumour_ml", 1)))])
         L_.append(_common.md_table(["recipe", "folds", "liver Dice", "tumour Dice (tumour patients)",
-                                    "false tumour mL (tumour-free patient)"], orow))
+                                    "false tumour mL (tumour-free patient)",
+                                    "per seed run in every fold: liver / tumour / false tumour"], orow))
         L_.append("")
         ov = agg["overall"]
         b = ov.get("b")
@@ -1173,6 +1184,7 @@ def render(report: dict) -> str:
         ch = chosen_candidate(sel)
         srows.append([s["run"], len(sel.get("table", [])) or 1, sel.get("chosen_label"),
                       _f(ch["liver_dice"]) if ch else "–", _f(ch["tumour_dice"]) if ch else "–",
+                      _f(ch.get("score")) if ch else "–",
                       ", ".join(f"{c} {n}" for c, n in (sel.get("cases") or {}).items()) or "–",
                       (s.get("train") or {}).get("best_epoch") or "–"])
     if srows:
@@ -1180,7 +1192,8 @@ def render(report: dict) -> str:
                "Validation blocks neighbour training slices, so these figures are optimistic; they only rank "
                "the candidates.", ""]
         L_.append(_common.md_table(["run", "candidates", "chosen postprocessing", "valid liver Dice",
-                                    "valid tumour Dice", "scored slices", "best epoch"], srows))
+                                    "valid tumour Dice", "selection figure (sum)", "scored slices", "best epoch"],
+                                   srows))
     trows = []
     for s in runs:
         st = dict(s.get("stages") or {})

@@ -114,6 +114,13 @@ def test_smoke_protocol_end_to_end(quality, smoke):
         assert header in md
     fold_row = next(line for line in md.splitlines() if line.startswith("| (b) | phantom_002 | 2 |"))
     assert " ± " in fold_row  # two seeds: mean and spread
+    # over the folds: the per-seed means of the two seeds (one fold here: the fold's two runs), and the
+    # selection figure each run was ranked by
+    over_row = next(line for line in md.splitlines() if line.startswith("| (b) | phantom_002 |")
+                    and line.count("|") == 7)
+    tumours = sorted(r["cases"]["phantom_002"]["tumour"]["dice"] for r in runs.values())
+    assert f"({tumours[0]:.3f}–{tumours[1]:.3f})" in over_row.split("|")[6]
+    assert "| selection figure (sum) |" in md
     # the small summaries and the tables for bench/reports/ (here OUT/reports in smoke mode)
     rep = out / "reports"
     assert sorted(p.name for p in (rep / "runs").iterdir()) == [f"{n}.json" for n in sorted(runs)]
