@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # 2 cores: keep BLAS from oversubscribing pytest workers
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv docs-check test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory bench-demo-variants clean
+.PHONY: venv docs-check test test-slow demo bench-speed bench-quality bench-models bench-zoo-quality bench-augment bench-memory bench-demo-variants bench-quality-settings clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-quality: $(STAMP)
 
 bench-models: $(STAMP)
 	$(BIN)/python bench/models.py
+
+bench-quality-settings: $(STAMP)
+	$(BIN)/python bench/quality_settings.py
 
 bench-zoo-quality: $(STAMP)
 	$(BIN)/python bench/zoo_quality.py

@@ -1,0 +1,163 @@
+"""Real-CT settings compared on the training side, as one table per budget: each compared setting's
+selection figure in every fold beside the shipped CT config's, their means over the folds and the
+difference, and the rule's threshold (the largest difference between two seeds of the shipped config in
+one fold).
+
+    python bench/quality_settings.py            # writes bench/reports/quality/settings/settings.md
+
+It trains nothing: it reads the run summaries that ``bench/quality.py`` wrote (``bench/reports/quality/runs``
+for the shipped config, its augmentation and plane comparisons; ``bench/reports/quality/settings/runs`` for
+the ``--selection-only --variant NAME --set ...`` comparisons).  In each fold, budget, seed and validation
+set, the shipped config's run is the one of the benchmark's folder with the fewest ``--set`` values (the
+baseline, or the variant the benchmark ran the fold as: augmentation in fold 7 at 20 minutes); a compared
+run is named by the values it sets beyond that run's.  The selection figure is validation liver + tumour
+Dice on blocks of the fold's training patients (or on a training case held out whole): no test patient.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from quality import natural_key, selection_score  # noqa: E402
+
+REPORTS = HERE / "reports" / "quality"
+
+
+def load_runs(folder: Path, where: str) -> list[dict]:
+    """The single-model recipe (b) runs of ``folder/runs`` that have a selection figure."""
+    out = []
+    for f in sorted((folder / "runs").glob("b*.json")):
+        s = json.loads(f.read_text())
+        score = selection_score(s)
+        if s.get("recipe") != "b" or not s.get("ok") or score is None or not isinstance(s.get("seed"), int):
+            continue
+        valid = s.get("valid")
+        out.append({"run": s["run"], "fold": s["fold"], "seed": s["seed"], "budget": float(s["budget_minutes"]),
+                    "valid": ", ".join(valid) + " held out" if isinstance(valid, list) and valid else "blocks",
+                    "sets": dict(s.get("variant_sets") or {}), "score": score, "where": where,
+                    "epochs": (s.get("train") or {}).get("epochs"),
+                    "img_per_s": (s.get("train") or {}).get("img_per_s")})
+    return out
+
+
+def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
+    """``{(budget, valid): {"folds", "shipped": {seed: {fold: run}}, "compared": {(label, seed): {fold: run}}}}``."""
+    groups: dict = {}
+    for r in shipped_runs:
+        groups.setdefault((r["budget"], r["valid"], r["fold"], r["seed"]), []).append(r)
+    base = {}
+    for key, runs in groups.items():
+        fewest = min(len(r["sets"]) for r in runs)
+        pick = [r for r in runs if len(r["sets"]) == fewest]
+        if len(pick) == 1:
+            base[key] = pick[0]
+    tables: dict = {}
+    for r in shipped_runs + other_runs:
+        key = (r["budget"], r["valid"], r["fold"], r["seed"])
+        ref = base.get(key)
+        if ref is None:
+            continue
+        t = tables.setdefault((r["budget"], r["valid"]), {"folds": set(), "shipped": {}, "compared": {}})
+        t["folds"].add(r["fold"])
+        if r is ref:
+            t["shipped"].setdefault(r["seed"], {})[r["fold"]] = r
+            continue
+        extra = {k: v for k, v in r["sets"].items() if ref["sets"].get(k) != v}
+        if not extra:
+            continue  # the same settings as the shipped run (a repeat): not a comparison
+        label = ", ".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        t["compared"].setdefault((label, r["seed"]), {})[r["fold"]] = r
+    return tables
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _f(v, signed=False):
+    return "–" if v is None else (f"{v:+.3f}" if signed else f"{v:.3f}")
+
+
+def seed_spread(shipped: dict, folds: list[str]) -> tuple[float, str] | None:
+    """The largest difference between two seeds' selection figures of the shipped config in one fold."""
+    best = None
+    for fold in folds:
+        got = {seed: runs[fold]["score"] for seed, runs in shipped.items() if fold in runs}
+        if len(got) < 2:
+            continue
+        hi, lo = max(got, key=got.get), min(got, key=got.get)
+        gap = got[hi] - got[lo]
+        if best is None or gap > best[0]:
+            best = (gap, f"{fold}, seeds {lo} and {hi}")
+    return best
+
+
+def render(tables: dict) -> str:
+    L = ["# Real-CT settings compared on the training side", "",
+         "command: `python bench/quality_settings.py` (reads the run summaries of `bench/reports/quality/runs` and "
+         "`bench/reports/quality/settings/runs`; each holds its own command and machine)", "",
+         "Selection figure: validation liver + tumour Dice of the run's chosen postprocessing, on held-out slice "
+         "blocks of the fold's training patients (or a training case held out whole); the test patient is never "
+         "read. The shipped row is the CT config as the benchmark runs each fold; a compared row changes the "
+         "setting it names and nothing else. Folds are named by their test patient.", ""]
+    for (budget, valid) in sorted(tables, key=lambda k: (k[0], k[1] != "blocks", k[1])):
+        t = tables[(budget, valid)]
+        folds = sorted(t["folds"], key=natural_key)
+        L += [f"## {budget:g} training minutes per fold, validation: {valid}", "",
+              "| setting | seed | " + " | ".join(folds) + " | mean over the folds | against shipped | "
+              "epochs | slices/s |", "|---" * (len(folds) + 6) + "|"]
+        ship_mean = {}
+        rows = [("shipped CT config", seed, runs) for seed, runs in sorted(t["shipped"].items())]
+        rows += [(label, seed, runs) for (label, seed), runs in sorted(t["compared"].items())]
+        for label, seed, runs in rows:
+            whole = all(f in runs for f in folds)
+            mean = _mean([runs[f]["score"] for f in folds]) if whole else None
+            if label == "shipped CT config":
+                ship_mean[seed] = mean
+            ref = ship_mean.get(seed)
+            diff = None if label == "shipped CT config" or mean is None or ref is None else mean - ref
+            cells = [_f(runs[f]["score"]) if f in runs else "–" for f in folds]
+            epochs = "/".join(str(runs[f]["epochs"]) if f in runs else "–" for f in folds)
+            speeds = [runs[f]["img_per_s"] for f in folds if f in runs and runs[f]["img_per_s"]]
+            speed = f"{min(speeds):.1f}-{max(speeds):.1f}" if speeds else "–"
+            L.append(f"| {label} | {seed} | " + " | ".join(cells) + f" | {_f(mean)} | {_f(diff, True)} | "
+                     f"{epochs} | {speed} |")
+        if len(ship_mean) > 1 and all(v is not None for v in ship_mean.values()):
+            vals = list(ship_mean.values())
+            L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {_mean(vals):.3f} "
+                     f"(per seed {min(vals):.3f}-{max(vals):.3f}).")
+        spread = seed_spread(t["shipped"], folds)
+        if spread:
+            L.append(f"\nLargest difference between two seeds of the shipped config in one fold: "
+                     f"{spread[0]:.3f} ({spread[1]}).")
+        L.append("")
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reports", default=str(REPORTS), help="the benchmark's report folder (bench/reports/quality)")
+    ap.add_argument("--settings", default=None, help="the settings' report folder (REPORTS/settings)")
+    ap.add_argument("--out", default=None, help="the table's file (SETTINGS/settings.md; '' for none)")
+    args = ap.parse_args(argv)
+    reports = Path(args.reports)
+    settings = Path(args.settings) if args.settings else reports / "settings"
+    tables = build(load_runs(reports, "benchmark"), load_runs(settings, "settings"))
+    text = render(tables)
+    print(text)
+    out = settings / "settings.md" if args.out is None else (Path(args.out) if args.out else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""bench/quality_settings.py: the settings table read from run summaries (no training): the shipped row per
+fold is the benchmark's run with the fewest --set values, a compared row is named by what it sets beyond
+that, and the seeds' largest difference in one fold is the rule's threshold."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def qs():
+    from conftest import load_bench_module
+
+    return load_bench_module("quality_settings")
+
+
+def _run(folder, fold, score, seed=42, minutes=20.0, variant="", sets=None, valid="blocks"):
+    name = f"b{'.' + variant if variant else ''}-{fold}-seed{seed}-{minutes:g}min"
+    summary = {"run": name, "recipe": "b", "fold": fold, "seed": seed, "budget_minutes": minutes, "ok": True,
+               "variant": variant or None, "variant_sets": sets or {}, "valid": valid,
+               "train": {"epochs": 30, "img_per_s": 7.5},
+               "selection": {"chosen_label": "none", "table": [{"label": "none", "score": score}]}}
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    (folder / "runs" / f"{name}.json").write_text(json.dumps(summary))
+
+
+def test_settings_table_against_the_shipped_run_of_each_fold(qs, tmp_path):
+    reports, settings = tmp_path / "q", tmp_path / "q" / "settings"
+    for seed, scores in ((42, (1.80, 1.85, 1.84)), (43, (1.82, 1.83, 1.89))):
+        _run(reports, "ircadb_1", scores[0], seed)
+        _run(reports, "ircadb_7", scores[1], seed, variant="aug", sets={"model.generator": "True"})
+        _run(reports, "ircadb_17", scores[2], seed)
+    _run(reports, "ircadb_7", 1.0, minutes=5.0, variant="vlits", valid=["lits_117"])  # another validation
+    _run(settings, "ircadb_1", 1.90, variant="lr1", sets={"model.learning_rate": "0.001"})
+    _run(settings, "ircadb_17", 1.88, variant="lr1", sets={"model.learning_rate": "0.001"})
+    _run(settings, "ircadb_7", 1.86, variant="aug_lr1",
+         sets={"model.generator": "True", "model.learning_rate": "0.001"})
+    assert qs.main(["--reports", str(reports)]) == 0
+    text = (settings / "settings.md").read_text()
+    assert "| shipped CT config | 42 | 1.800 | 1.850 | 1.840 | 1.830 | – |" in text
+    # fold 7's comparison ran with augmentation, as the benchmark's fold 7 did: one row, named by the lr alone
+    assert "| model.learning_rate=0.001 | 42 | 1.900 | 1.860 | 1.880 | 1.880 | +0.050 |" in text
+    assert "model.generator=True, model.learning_rate" not in text
+    assert "Largest difference between two seeds of the shipped config in one fold: 0.050 (ircadb_17" in text
+    assert "validation: lits_117 held out" in text
