@@ -23,7 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality import natural_key, selection_score  # noqa: E402
+from quality import CT_CONFIG, candidate_label, natural_key, selection_score  # noqa: E402
+
+from flexunet.config.loader import load_config  # noqa: E402
 
 REPORTS = HERE / "reports" / "quality"
 
@@ -40,6 +42,8 @@ def load_runs(folder: Path, where: str) -> list[dict]:
         out.append({"run": s["run"], "fold": s["fold"], "seed": s["seed"], "budget": float(s["budget_minutes"]),
                     "valid": ", ".join(valid) + " held out" if isinstance(valid, list) and valid else "blocks",
                     "sets": dict(s.get("variant_sets") or {}), "score": score, "where": where,
+                    "candidates": {r["label"]: r["score"] for r in (s.get("selection") or {}).get("table", [])
+                                   if r.get("score") is not None},
                     "epochs": (s.get("train") or {}).get("epochs"),
                     "img_per_s": (s.get("train") or {}).get("img_per_s")})
     return out
@@ -97,7 +101,50 @@ def seed_spread(shipped: dict, folds: list[str]) -> tuple[float, str] | None:
     return best
 
 
-def render(tables: dict) -> str:
+def shipped_candidate(config: Path) -> str:
+    """The selection step's label of the postprocessing a config ships (its ``[infer]`` values)."""
+    i = load_config(config).infer
+    return candidate_label({"postprocess": True, "fill_holes": i.fill_holes, "min_tumour_mm3": i.min_tumour_mm3,
+                            "tumour_grow": i.tumour_grow, "tumour_grow_beyond": i.tumour_grow_beyond})
+
+
+def postprocessing_rows(shipped: dict, folds: list[str]) -> list[tuple[str, float, dict]]:
+    """Every postprocessing candidate scored in all the shipped runs of a table: its mean selection figure
+    over the folds and seeds, and per seed; best first."""
+    seeds = [s for s, runs in shipped.items() if all(f in runs for f in folds)]
+    labels = None
+    for s in seeds:
+        for f in folds:
+            have = set(shipped[s][f]["candidates"])
+            labels = have if labels is None else labels & have
+    rows = []
+    for label in labels or ():
+        per_seed = {s: _mean([shipped[s][f]["candidates"][label] for f in folds]) for s in seeds}
+        rows.append((label, _mean(list(per_seed.values())), per_seed))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def render_postprocessing(shipped: dict, folds: list[str], ship_label: str | None, top: int = 5) -> list[str]:
+    rows = postprocessing_rows(shipped, folds)
+    if not rows:
+        return []
+    seeds = sorted(rows[0][2])
+    L = ["", "Postprocessing (`[infer]`) of the shipped runs: each candidate of the selection step's grid "
+         "scored on every fold's validation blocks; mean over the folds" + (" and seeds" if len(seeds) > 1 else ""),
+         f"(the {top} best, the shipped config's and none):", "",
+         "| postprocessing | rank | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | against shipped |",
+         "|---" * (len(seeds) + 4) + "|"]
+    ship = next((r for r in rows if r[0] == ship_label), None)
+    for rank, (label, mean, per_seed) in enumerate(rows, 1):
+        if rank > top and label not in (ship_label, "none"):
+            continue
+        name = f"{label} (shipped)" if label == ship_label else label
+        diff = "–" if ship is None or label == ship_label else _f(mean - ship[1], True)
+        L.append(f"| {name} | {rank} | " + " | ".join(_f(per_seed[s]) for s in seeds) + f" | {_f(mean)} | {diff} |")
+    return L
+
+
+def render(tables: dict, ship_label: str | None = None) -> str:
     L = ["# Real-CT settings compared on the training side", "",
          "command: `python bench/quality_settings.py` (reads the run summaries of `bench/reports/quality/runs` and "
          "`bench/reports/quality/settings/runs`; each holds its own command and machine)", "",
@@ -135,6 +182,7 @@ def render(tables: dict) -> str:
         if spread:
             L.append(f"\nLargest difference between two seeds of the shipped config in one fold: "
                      f"{spread[0]:.3f} ({spread[1]}).")
+        L += render_postprocessing(t["shipped"], folds, ship_label)
         L.append("")
     return "\n".join(L)
 
@@ -143,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reports", default=str(REPORTS), help="the benchmark's report folder (bench/reports/quality)")
     ap.add_argument("--settings", default=None, help="the settings' report folder (REPORTS/settings)")
+    ap.add_argument("--config", default=str(CT_CONFIG), help="the shipped CT config (its [infer] postprocessing)")
     ap.add_argument("--out", default=None, help="the table's file (SETTINGS/settings.md; '' for none)")
     args = ap.parse_args(argv)
     reports = Path(args.reports)
     settings = Path(args.settings) if args.settings else reports / "settings"
     tables = build(load_runs(reports, "benchmark"), load_runs(settings, "settings"))
-    text = render(tables)
+    text = render(tables, shipped_candidate(Path(args.config)))
     print(text)
     out = settings / "settings.md" if args.out is None else (Path(args.out) if args.out else None)
     if out is not None:
