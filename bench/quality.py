@@ -1049,6 +1049,17 @@ def _ms(st: dict, nd=3) -> str:
     return f"{_f(st['mean'], nd)} ± {_f(st['sd'], nd)} ({_f(st['min'], nd)}–{_f(st['max'], nd)})"
 
 
+def _per_seed_means(folds: dict, key: str) -> dict:
+    """The over-folds mean of ``key`` taken per seed (the seeds run in every fold of ``{test: [rows]}``),
+    for the spread the seed alone gives."""
+    every = set.intersection(*({r["seed"] for r in rs} for rs in folds.values()))
+    means = []
+    for seed in sorted(every, key=str):
+        values = [r[key] for rs in folds.values() for r in rs if r["seed"] == seed and r[key] is not None]
+        means.append(statistics.fmean(values) if values else None)
+    return _stats(means)
+
+
 def aggregate(rows: list[dict]) -> dict:
     """Per recipe x test patient (over seeds) and per recipe over the folds (means of the fold means)."""
     out: dict = {"per_fold": {}, "overall": {}}
@@ -1057,13 +1068,8 @@ def aggregate(rows: list[dict]) -> dict:
     for r in rows:
         out["per_fold"].setdefault(r["recipe"], {}).setdefault(r["test"], []).append(r)
     for recipe, folds in out["per_fold"].items():
-        # the over-folds mean taken per seed (seeds run in every fold), for the spread the seed alone gives
-        every = set.intersection(*({r["seed"] for r in rs} for rs in folds.values()))
-        out.setdefault("per_seed", {})[recipe] = {
-            k: _stats([statistics.fmean(v) if v else None
-                       for v in ([r[k] for rs in folds.values() for r in rs if r["seed"] == seed and r[k] is not None]
-                                 for seed in sorted(every, key=str))]) for k in ("liver_dice", "tumour_dice",
-                                                                                 "false_tumour_ml")}
+        out.setdefault("per_seed", {})[recipe] = {k: _per_seed_means(folds, k)
+                                                  for k in ("liver_dice", "tumour_dice", "false_tumour_ml")}
         for test, rs in folds.items():
             folds[test] = {k: _stats([r[k] for r in rs]) for k in keys}
             folds[test]["seeds"] = sorted(r["seed"] for r in rs)

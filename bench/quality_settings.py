@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from flexunet.config.loader import load_config  # noqa: E402
 REPORTS = HERE / "reports" / "quality"
 
 
-def load_runs(folder: Path, where: str) -> list[dict]:
+def load_runs(folder: Path) -> list[dict]:
     """The single-model recipe (b) runs of ``folder/runs`` that have a selection figure."""
     out = []
     for f in sorted((folder / "runs").glob("b*.json")):
@@ -41,7 +42,7 @@ def load_runs(folder: Path, where: str) -> list[dict]:
         valid = s.get("valid")
         out.append({"run": s["run"], "fold": s["fold"], "seed": s["seed"], "budget": float(s["budget_minutes"]),
                     "valid": ", ".join(valid) + " held out" if isinstance(valid, list) and valid else "blocks",
-                    "sets": dict(s.get("variant_sets") or {}), "score": score, "where": where,
+                    "sets": dict(s.get("variant_sets") or {}), "score": score,
                     "candidates": {r["label"]: r["score"] for r in (s.get("selection") or {}).get("table", [])
                                    if r.get("score") is not None},
                     "epochs": (s.get("train") or {}).get("epochs"),
@@ -77,10 +78,6 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
         label = ", ".join(f"{k}={v}" for k, v in sorted(extra.items()))
         t["compared"].setdefault((label, r["seed"]), {})[r["fold"]] = r
     return tables
-
-
-def _mean(values):
-    return sum(values) / len(values) if values else None
 
 
 def _f(v, signed=False):
@@ -119,8 +116,8 @@ def postprocessing_rows(shipped: dict, folds: list[str]) -> list[tuple[str, floa
             labels = have if labels is None else labels & have
     rows = []
     for label in labels or ():
-        per_seed = {s: _mean([shipped[s][f]["candidates"][label] for f in folds]) for s in seeds}
-        rows.append((label, _mean(list(per_seed.values())), per_seed))
+        per_seed = {s: statistics.fmean(shipped[s][f]["candidates"][label] for f in folds) for s in seeds}
+        rows.append((label, statistics.fmean(per_seed.values()), per_seed))
     return sorted(rows, key=lambda r: -r[1])
 
 
@@ -163,7 +160,7 @@ def render(tables: dict, ship_label: str | None = None) -> str:
         rows += [(label, seed, runs) for (label, seed), runs in sorted(t["compared"].items())]
         for label, seed, runs in rows:
             whole = all(f in runs for f in folds)
-            mean = _mean([runs[f]["score"] for f in folds]) if whole else None
+            mean = statistics.fmean(runs[f]["score"] for f in folds) if whole else None
             if label == "shipped CT config":
                 ship_mean[seed] = mean
             ref = ship_mean.get(seed)
@@ -176,7 +173,7 @@ def render(tables: dict, ship_label: str | None = None) -> str:
                      f"{epochs} | {speed} |")
         if len(ship_mean) > 1 and all(v is not None for v in ship_mean.values()):
             vals = list(ship_mean.values())
-            L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {_mean(vals):.3f} "
+            L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {statistics.fmean(vals):.3f} "
                      f"(per seed {min(vals):.3f}-{max(vals):.3f}).")
         spread = seed_spread(t["shipped"], folds)
         if spread:
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     reports = Path(args.reports)
     settings = Path(args.settings) if args.settings else reports / "settings"
-    tables = build(load_runs(reports, "benchmark"), load_runs(settings, "settings"))
+    tables = build(load_runs(reports), load_runs(settings))
     text = render(tables, shipped_candidate(Path(args.config)))
     print(text)
     out = settings / "settings.md" if args.out is None else (Path(args.out) if args.out else None)
