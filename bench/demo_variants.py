@@ -42,6 +42,7 @@ _common.ensure_src_on_path()
 from flexunet.io.atomic import atomic_save_text  # noqa: E402
 
 DEFAULT_OUT = BENCH / "results" / "demo_variants"
+DEFAULT_REPORT_DIR = BENCH / "reports" / "demo_variants"
 # the subprocesses run this checkout's flexunet, whatever is installed
 _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_common.REPO_ROOT / "src"),
                                                                   os.environ.get("PYTHONPATH")])))
@@ -151,16 +152,36 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
     if minutes:
         cmd += ["--minutes", str(minutes)]
     print(f"== {name}: {' '.join(cmd[2:])}", flush=True)
+    log = out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV)
-    row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": proc.returncode == 0}
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_ENV)
+        # wait4: this child's own peak memory (RUSAGE_CHILDREN would be the largest of every child so far)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text()
+    row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": proc.returncode == 0,
+           "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "steps": demo_steps(text)}
     if not row["ok"]:
-        row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-        print(proc.stdout[-2000:], proc.stderr[-2000:])
+        row["error"] = text.strip().splitlines()[-1:]
+        print(text[-4000:])
         return row
     row.update(_training_figures(d))
     row.update(score_run(d, sets_args, out))
     return row
+
+
+def demo_steps(text: str) -> dict:
+    """Seconds per step from the step table ``flexunet demo`` prints after ``== demo summary``."""
+    import re
+
+    steps = {}
+    for line in text.partition("== demo summary")[2].splitlines():
+        m = re.match(r"^  (\S.*?)\s+([0-9.]+) s$", line)
+        if m:
+            steps[m.group(1)] = float(m.group(2))
+    return steps
 
 
 def _training_figures(d: Path) -> dict:
@@ -358,22 +379,29 @@ def _found(r: dict) -> str:
     return f"{s['found']} / {s['background']}{at} of {s['n']}"
 
 
+def _opt(x, fmt: str) -> str:
+    """``x`` formatted, or "-" where the row has no such figure (a --post row trains nothing)."""
+    return "-" if x is None else fmt.format(x)
+
+
 def render(report: dict) -> str:
     """Markdown of ``report``, its rows in the order of VARIANTS (others after them)."""
     order = {name: i for i, name in enumerate(VARIANTS)}
     report = dict(report, runs=sorted(report["runs"], key=lambda r: order.get(r["name"], len(order))))
     m = report["meta"]
-    lines = ["# Phantom demo variants", "", f"- command: `{m['command']}`",
-             f"- machine: {_common.machine_line(m['machine'])}",
-             "- data: `flexunet phantom --cases 10 --seed 0`; train phantom_000-004, 008, 009 (with demo.cases=N: "
-             "every phantom below N but 005-007); valid phantom_005; test phantom_006, phantom_007",
-             "- choose on the **selection set** (phantoms 020-029, seed 0: mean and pooled tumour Dice over its "
-             "cases with tumour, false tumour on the tumour-free ones); the test columns are what the demo "
-             "reports", ""]
+    lines = ["# Phantom demo variants", "", f"- command: `{m['command']}`"]
+    lines += [f"- also (rows kept from or added by): `{c}`"
+              for c in m.get("earlier_commands", []) + m.get("later_commands", [])]
+    lines += [f"- machine: {_common.machine_line(m['machine'])}",
+              "- data: `flexunet phantom --cases 10 --seed 0`; train phantom_000-004, 008, 009 (with demo.cases=N: "
+              "every phantom below N but 005-007); valid phantom_005; test phantom_006, phantom_007",
+              "- choose on the **selection set** (phantoms 020-029, seed 0: mean and pooled tumour Dice over its "
+              "cases with tumour, false tumour on the tumour-free ones); the test columns are what the demo "
+              "reports", ""]
     rows = []
     for r in report["runs"]:
         if not r.get("ok"):
-            rows.append([r["name"], "; ".join(r["sets"]) or "-", "failed"] + [""] * 11)
+            rows.append([r["name"], "; ".join(r["sets"]) or "-", "failed"] + [""] * 13)
             continue
         v = r["valid"]["cases"].get("phantom_005", {})
         t = r["test"]["cases"]
@@ -387,13 +415,14 @@ def render(report: dict) -> str:
                      f"{r['test']['aggregate'].get('liver', float('nan')):.3f}",
                      f"{r['test']['aggregate'].get('tumour', float('nan')):.3f}",
                      " / ".join(f"{t[c]['tumour']['dice']:.3f}" for c in sorted(t) if "tumour" in t[c]),
-                     f"{r['seconds'] / 60:.1f}"])
+                     f"{r['seconds'] / 60:.1f}", _opt(r.get("steps", {}).get("train"), "{:.1f}"),
+                     _opt(r.get("peak_rss_gb"), "{:.2f}")])
     lines.append(_common.md_table(["variant", "overrides", "epochs (best valid loss)", "valid liver", "valid tumour",
                                    "select liver", "select tumour (mean)", "select tumour (pooled)",
                                    "select tumour-free cases with tumour labelled",
                                    "select lesions >= 100 voxels found / mostly labelled background",
                                    "test liver (mean)", "test tumour (mean)", "test tumour 006 / 007",
-                                   "demo min"], rows))
+                                   "demo min", "train s", "peak RSS GB"], rows))
     for r in report["runs"]:
         if r.get("lesions"):
             lines += ["", f"Test lesions, variant {r['name']} (HU: mean +- SD; ring: liver within 3 voxels):", ""]
@@ -412,16 +441,21 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(report: dict, path: Path, out: Path) -> None:
-    """The results JSON and its Markdown rendering, both atomically."""
+def _save(report: dict, path: Path, out: Path, report_dir: Path | None = None) -> None:
+    """The results JSON and its Markdown rendering, both atomically; with ``report_dir``, a copy of both
+    there too (the small summary that is committed: figures only, no weights or volumes)."""
     _common.save_results("demo_variants", report, path)
-    atomic_save_text(out / "demo_variants.md", render(report))
+    text = render(report)
+    atomic_save_text(out / "demo_variants.md", text)
+    if report_dir is not None:
+        _common.save_results("demo_variants", report, report_dir / "demo_variants.json")
+        atomic_save_text(report_dir / "demo_variants.md", text)
 
 
-def _put_row(report: dict, row: dict, path: Path, out: Path) -> None:
+def _put_row(report: dict, row: dict, path: Path, out: Path, report_dir: Path | None = None) -> None:
     """``row`` replaces the report's row of that name (or joins it); then saved."""
     report["runs"] = [r for r in report["runs"] if r["name"] != row["name"]] + [row]
-    _save(report, path, out)
+    _save(report, path, out, report_dir)
 
 
 def main(argv=None) -> int:
@@ -437,14 +471,24 @@ def main(argv=None) -> int:
                          "their saved models (no training)")
     ap.add_argument("--minutes", type=float, help="training budget (default: the demo config's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
+                    help="where the summary (demo_variants.json/.md, no weights) is copied to be committed "
+                         "(default: bench/reports/demo_variants)")
     ap.add_argument("--select", action="store_true",
                     help="only score the runs already in --out on the selection set (no training)")
     ap.add_argument("--lesions", action="store_true",
                     help="only recompute the lesion tables of the runs already in --out (no training)")
     args = ap.parse_args(argv)
     old = args.out / "demo_variants.json"
-    if args.lesions or args.select:
+    rdir = args.report_dir
+    if args.lesions or args.select or args.finish or args.post:
+        if not old.exists():
+            ap.error(f"{old} not found: expected the report of trained runs (run without --post, --finish, "
+                     "--select or --lesions first)")
         report = json.loads(old.read_text())
+        # the rows these options add or rescore come from this command: the report keeps it beside the first
+        report["meta"].setdefault("later_commands", []).append(_common.command_line(argv))
+    if args.lesions or args.select:
         sel = selection_set(args.out) if args.select else None
         for r in report["runs"]:
             if not r.get("ok") or (args.only and r["name"] not in args.only.split(",")):
@@ -460,20 +504,18 @@ def main(argv=None) -> int:
                 r["lesions"] = lesions(d, sorted(r["test"]["cases"]))
                 r["false_tumour"] = false_tumour(d, sorted(r["test"]["cases"]))
                 r["select_lesions"] = lesion_summary(lesions(d, SELECT, selection_set(args.out), d / "pred_select"))
-        _save(report, old, args.out)
+        _save(report, old, args.out, rdir)
         print(render(report))
         return 0
     if args.finish:
-        report = json.loads(old.read_text())
         for name in args.finish.split(","):
             rows = [r for r in report["runs"] if r["name"] == name]
             if not rows:
                 ap.error(f"--finish {name}: no row {name!r} in {old}")
-            _put_row(report, finish_variant(rows[0], args.out), old, args.out)
+            _put_row(report, finish_variant(rows[0], args.out), old, args.out, rdir)
         print(render(report))
         return 0
     if args.post:
-        report = json.loads(old.read_text())
         by_name = {r["name"]: r for r in report["runs"]}
         for spec in args.post:
             name, _, rest = spec.partition("=")
@@ -481,7 +523,7 @@ def main(argv=None) -> int:
             if base not in by_name or not by_name[base].get("ok"):
                 ap.error(f"--post {spec}: no finished run {base!r} in {old}; expected one of {sorted(by_name)}")
             by_name[name] = row = post_variant(name, by_name[base], [x for x in sets.split(";") if x], args.out)
-            _put_row(report, row, old, args.out)
+            _put_row(report, row, old, args.out, rdir)
         print(render(report))
         return 0
     variants = dict(VARIANTS)
@@ -499,11 +541,14 @@ def main(argv=None) -> int:
         prev = json.loads(old.read_text())
         if prev["meta"].get("minutes") == args.minutes:
             kept = [r for r in prev["runs"] if r["name"] not in names]
+            if kept:  # the commands that made the kept rows
+                meta["earlier_commands"] = ([prev["meta"]["command"]] + prev["meta"].get("earlier_commands", [])
+                                            + prev["meta"].get("later_commands", []))
     runs = []
     for n in names:
         runs.append(run_variant(n, variants[n], args.out, args.minutes))
         report = {"meta": meta, "runs": kept + runs}
-        _save(report, old, args.out)
+        _save(report, old, args.out, rdir)
     print(render(report))
     return 0
 

@@ -187,3 +187,38 @@ def test_best_epoch_of_a_post_row_is_its_trained_models(dv, tmp_path):
     # a trained run's own history wins, wherever its models/ points
     (tmp_path / "post" / "history.json").write_text(json.dumps({"val_loss": [0.1, 0.2]}))
     assert dv._best_epoch(tmp_path / "post") == 1
+
+
+def test_demo_steps_reads_the_step_table_after_the_summary(dv):
+    text = ("== train: flexunet train x\n  not a step 1.0 s\n== demo summary\nliver   per-case Dice 0.9\n"
+            "  phantom                 1.5 s\n  infer (2D overlays)    12.0 s\n  total                 13.5 s\n")
+    assert dv.demo_steps(text) == {"phantom": 1.5, "infer (2D overlays)": 12.0, "total": 13.5}
+    assert dv.demo_steps("no summary") == {}
+
+
+def test_run_variant_records_the_demo_s_own_peak_memory_and_steps(dv, tmp_path, monkeypatch):
+    script = tmp_path / "fake_demo.py"
+    script.write_text("import sys\nx = b'x' * 60_000_000\nprint('== demo summary')\n"
+                      "print('  train                   7.0 s')\nsys.exit(3)\n")
+    real_popen = dv.subprocess.Popen
+    monkeypatch.setattr(dv.subprocess, "Popen", lambda cmd, **kw: real_popen([cmd[0], str(script)], **kw))
+    row = dv.run_variant("v", [], tmp_path / "out", None)
+    assert row["ok"] is False and row["steps"] == {"train": 7.0}
+    assert row["peak_rss_gb"] > 0.06  # the child's 60 MB, not this process's
+    assert (tmp_path / "out" / "logs" / "v.log").read_text().startswith("== demo summary")
+
+
+def test_render_marks_rows_without_training_figures(dv):
+    case = {"liver": {"dice": 0.9}, "tumour": {"dice": 0.5}}
+    row = {"name": "best1", "sets": ['infer.weights=["best.pt"]'], "ok": True, "seconds": 60.0, "epochs": 3,
+           "valid": {"cases": {"phantom_005": case}}, "test": {"cases": {"phantom_006": case},
+                                                              "aggregate": {"liver": 0.9, "tumour": 0.5}}}
+    failed = {"name": "seed7", "sets": ["train.seed=7"], "ok": False}
+    report = {"meta": {"command": "python bench/demo_variants.py", "later_commands": ["python x --post a"],
+                       "machine": {}}, "runs": [row, failed]}
+    text = dv.render(report)
+    assert "- also (rows kept from or added by): `python x --post a`" in text
+    best1 = [line for line in text.splitlines() if line.startswith("| best1")][0]
+    assert best1.rstrip(" |").endswith("| 1.0 | - | -")
+    widths = {line.count("|") for line in text.splitlines() if line.startswith("| ")}
+    assert len(widths) == 1  # the failed row has every column
