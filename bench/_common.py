@@ -17,6 +17,7 @@ thread count means the process was starved and the figure is pessimistic.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -353,6 +354,13 @@ def _parse_partial(out: str) -> dict:
             except (IndexError, json.JSONDecodeError):
                 pass
     return {}
+
+
+def fmt_num(v, nd: int = 3, signed: bool = False, missing: str = "–") -> str:
+    """``v`` with ``nd`` decimals (and its sign with ``signed``), or ``missing`` for None and non-finite values."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return missing
+    return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

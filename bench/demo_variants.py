@@ -379,11 +379,6 @@ def _found(r: dict) -> str:
     return f"{s['found']} / {s['background']}{at} of {s['n']}"
 
 
-def _opt(x, fmt: str) -> str:
-    """``x`` formatted, or "-" where the row has no such figure (a --post row trains nothing)."""
-    return "-" if x is None else fmt.format(x)
-
-
 def render(report: dict) -> str:
     """Markdown of ``report``, its rows in the order of VARIANTS (others after them)."""
     order = {name: i for i, name in enumerate(VARIANTS)}
@@ -415,8 +410,8 @@ def render(report: dict) -> str:
                      f"{r['test']['aggregate'].get('liver', float('nan')):.3f}",
                      f"{r['test']['aggregate'].get('tumour', float('nan')):.3f}",
                      " / ".join(f"{t[c]['tumour']['dice']:.3f}" for c in sorted(t) if "tumour" in t[c]),
-                     f"{r['seconds'] / 60:.1f}", _opt(r.get("steps", {}).get("train"), "{:.1f}"),
-                     _opt(r.get("peak_rss_gb"), "{:.2f}")])
+                     f"{r['seconds'] / 60:.1f}", _common.fmt_num(r.get("steps", {}).get("train"), 1, missing="-"),
+                     _common.fmt_num(r.get("peak_rss_gb"), 2, missing="-")])
     lines.append(_common.md_table(["variant", "overrides", "epochs (best valid loss)", "valid liver", "valid tumour",
                                    "select liver", "select tumour (mean)", "select tumour (pooled)",
                                    "select tumour-free cases with tumour labelled",

@@ -49,16 +49,19 @@ def score(demo: Path, case_dir: Path, sets: list[str]) -> dict:
         row = json.loads((tmp / "pred" / "volume_metrics.json").read_text())["cases"][0]
     liver = row["liver"] if "liver" in row else row["classes"]["liver"]
     vol = row.get("volumetry", {})
-    return {"demo": os.path.relpath(demo.resolve(), ROOT), "case": case, "liver_dice": liver["dice"], "liver_assd_mm": liver.get("assd_mm"),
+    return {"demo": os.path.relpath(demo.resolve(), ROOT), "case": case, "liver_dice": liver["dice"],
+            "liver_assd_mm": liver.get("assd_mm"),
             "liver_ml_pred": vol.get("pred", {}).get("liver_ml", liver.get("pred_ml")),
             "liver_ml_gt": vol.get("gt", {}).get("liver_ml", liver.get("gt_ml"))}
 
 
 def render(report: dict) -> str:
     """The report as Markdown: command, machine, one row per demo model and real case."""
-    fmt = lambda x, f: "-" if x is None else f.format(x)  # noqa: E731
-    rows = [[Path(r["demo"]).name, r["case"], fmt(r["liver_dice"], "{:.3f}"), fmt(r["liver_assd_mm"], "{:.2f}"),
-             f"{fmt(r['liver_ml_pred'], '{:.0f}')} / {fmt(r['liver_ml_gt'], '{:.0f}')}"] for r in report["rows"]]
+    def fmt(x, nd):
+        return _common.fmt_num(x, nd, missing="-")
+
+    rows = [[Path(r["demo"]).name, r["case"], fmt(r["liver_dice"], 3), fmt(r["liver_assd_mm"], 2),
+             f"{fmt(r['liver_ml_pred'], 0)} / {fmt(r['liver_ml_gt'], 0)}"] for r in report["rows"]]
     return "\n".join(["# Phantom-trained models on real patients", "",
                       f"- command: `{report['meta']['command']}`",
                       f"- machine: {_common.machine_line(report['meta']['machine'])}", "",

@@ -988,10 +988,7 @@ def score_test_patient(run_dir: Path, cfg_text: str, chosen: dict, fold: Fold, c
 # --------------------------------------------------------------------------- tables
 
 
-def _f(v, nd=3, signed=False):
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
+_f = _common.fmt_num
 
 
 def chosen_candidate(sel: dict) -> dict | None:

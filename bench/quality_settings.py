@@ -24,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _common import fmt_num  # noqa: E402
 from quality import CT_CONFIG, candidate_label, natural_key, selection_score  # noqa: E402
 
 from flexunet.config.loader import load_config  # noqa: E402
@@ -80,10 +81,6 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
     return tables
 
 
-def _f(v, signed=False):
-    return "–" if v is None else (f"{v:+.3f}" if signed else f"{v:.3f}")
-
-
 def seed_spread(shipped: dict, folds: list[str]) -> tuple[float, str] | None:
     """The largest difference between two seeds' selection figures of the shipped config in one fold."""
     best = None
@@ -136,8 +133,9 @@ def render_postprocessing(shipped: dict, folds: list[str], ship_label: str | Non
         if rank > top and label not in (ship_label, "none"):
             continue
         name = f"{label} (shipped)" if label == ship_label else label
-        diff = "–" if ship is None or label == ship_label else _f(mean - ship[1], True)
-        L.append(f"| {name} | {rank} | " + " | ".join(_f(per_seed[s]) for s in seeds) + f" | {_f(mean)} | {diff} |")
+        diff = "–" if ship is None or label == ship_label else fmt_num(mean - ship[1], signed=True)
+        L.append(f"| {name} | {rank} | " + " | ".join(fmt_num(per_seed[s]) for s in seeds)
+                 + f" | {fmt_num(mean)} | {diff} |")
     return L
 
 
@@ -165,12 +163,12 @@ def render(tables: dict, ship_label: str | None = None) -> str:
                 ship_mean[seed] = mean
             ref = ship_mean.get(seed)
             diff = None if label == "shipped CT config" or mean is None or ref is None else mean - ref
-            cells = [_f(runs[f]["score"]) if f in runs else "–" for f in folds]
+            cells = [fmt_num(runs[f]["score"]) if f in runs else "–" for f in folds]
             epochs = "/".join(str(runs[f]["epochs"]) if f in runs else "–" for f in folds)
             speeds = [runs[f]["img_per_s"] for f in folds if f in runs and runs[f]["img_per_s"]]
             speed = f"{min(speeds):.1f}-{max(speeds):.1f}" if speeds else "–"
-            L.append(f"| {label} | {seed} | " + " | ".join(cells) + f" | {_f(mean)} | {_f(diff, True)} | "
-                     f"{epochs} | {speed} |")
+            L.append(f"| {label} | {seed} | " + " | ".join(cells) + f" | {fmt_num(mean)} | "
+                     f"{fmt_num(diff, signed=True)} | {epochs} | {speed} |")
         if len(ship_mean) > 1 and all(v is not None for v in ship_mean.values()):
             vals = list(ship_mean.values())
             L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {statistics.fmean(vals):.3f} "
