@@ -153,7 +153,7 @@ def render(tables: dict, ship_label: str | None = None) -> str:
         L += [f"## {budget:g} training minutes per fold, validation: {valid}", "",
               "| setting | seed | " + " | ".join(folds) + " | mean over the folds | against shipped | "
               "epochs | slices/s |", "|---" * (len(folds) + 6) + "|"]
-        ship_mean = {}
+        ship_mean, compared_mean = {}, {}
         rows = [("shipped CT config", seed, runs) for seed, runs in sorted(t["shipped"].items())]
         rows += [(label, seed, runs) for (label, seed), runs in sorted(t["compared"].items())]
         for label, seed, runs in rows:
@@ -161,6 +161,8 @@ def render(tables: dict, ship_label: str | None = None) -> str:
             mean = statistics.fmean(runs[f]["score"] for f in folds) if whole else None
             if label == "shipped CT config":
                 ship_mean[seed] = mean
+            elif mean is not None:
+                compared_mean[(label, seed)] = mean
             ref = ship_mean.get(seed)
             diff = None if label == "shipped CT config" or mean is None or ref is None else mean - ref
             cells = [fmt_num(runs[f]["score"]) if f in runs else "–" for f in folds]
@@ -171,8 +173,13 @@ def render(tables: dict, ship_label: str | None = None) -> str:
                      f"{fmt_num(diff, signed=True)} | {epochs} | {speed} |")
         if len(ship_mean) > 1 and all(v is not None for v in ship_mean.values()):
             vals = list(ship_mean.values())
-            L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {statistics.fmean(vals):.3f} "
+            seeds_mean = statistics.fmean(vals)
+            L.append(f"\nShipped CT config, {len(vals)} seeds: mean over the folds {seeds_mean:.3f} "
                      f"(per seed {min(vals):.3f}-{max(vals):.3f}).")
+            if compared_mean:  # the compared settings against the seeds' mean rather than one seed's
+                L.append("Against that mean: " + "; ".join(
+                    f"{label} (seed {seed}) {fmt_num(m - seeds_mean, signed=True)}"
+                    for (label, seed), m in sorted(compared_mean.items())) + ".")
         spread = seed_spread(t["shipped"], folds)
         if spread:
             L.append(f"\nLargest difference between two seeds of the shipped config in one fold: "

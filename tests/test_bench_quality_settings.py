@@ -47,6 +47,8 @@ def test_settings_table_against_the_shipped_run_of_each_fold(qs, tmp_path):
     assert "| model.learning_rate=0.001 | 42 | 1.900 | 1.860 | 1.880 | 1.880 | +0.050 |" in text
     assert "model.generator=True, model.learning_rate" not in text
     assert "Largest difference between two seeds of the shipped config in one fold: 0.050 (ircadb_17" in text
+    # and against the mean of the shipped config's two seeds (1.830 and 1.847)
+    assert "Against that mean: model.learning_rate=0.001 (seed 42) +0.042." in text
     assert "validation: lits_117 held out" in text
     # postprocessing: each candidate's mean over folds and seeds, against the one the CT config ships
     assert f"| {GROW2} (shipped) | 2 | 1.820 | 1.837 | 1.828 | – |" in text
