@@ -19,8 +19,10 @@ generated only for this (never trained on, never the demo's test cases); the rec
 mean and pooled tumour Dice over its cases with tumour, and false tumour on its tumour-free cases.  ``--select`` scores the runs already in
 ``<out>`` this way without training them again.
 
-Output: ``<out>/demo_variants.md`` / ``.json`` (git-ignored), also printed.  With ``--only``, rows of
-other variants already in ``<out>/demo_variants.json`` are kept, so one variant can be rerun.
+Output: ``<out>/demo_variants.md`` / ``.json`` (git-ignored, with each run's folder and ``logs/``), also
+printed, and the same two files in ``--report-dir`` (default ``bench/reports/demo_variants/``, committed:
+figures, each demo's step times and peak RSS, the commands).  With ``--only``, rows of other variants
+already in ``<out>/demo_variants.json`` are kept, so one variant can be rerun.
 """
 from __future__ import annotations
 
