@@ -3,7 +3,8 @@
 
     python bench/demo_variants.py [--only shipped,seed7] [--minutes M] [--out bench/results/demo_variants]
                                   [--variant NAME=SECTION.KEY=VALUE;SECTION.KEY=VALUE ...] [--lesions] [--select]
-                                  [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...] [--finish NAME,NAME]
+                                  [--post NAME=BASE:infer.KEY=VALUE;infer.KEY=VALUE ...] [--post-infer-settings]
+                                  [--finish NAME,NAME] [--report-dir bench/reports/demo_variants]
 
 ``demo.cases=N`` (8 <= N <= 20) in a variant's list generates N phantoms and trains on all but phantom_005-007.
 
@@ -63,6 +64,16 @@ INFER_SETTINGS: dict[str, list[str]] = {
     "fill": BEST_ONLY + BEYOND1 + FILL_ON,               # beyond1 with the organ's holes filled slice by slice
     "nogrow": BEST_ONLY + BEYOND1 + FILL_ON + GROW_OFF,  # fill without tumour growing
 }
+
+
+def infer_post_specs() -> list[str]:
+    """``--post`` specs of every ``INFER_SETTINGS`` row on each seed's trained run (``best1=shipped:...``,
+    ``best1_seed7=seed7:...``, ...): the rows rescored without training."""
+    bases = {suffix: suffix.lstrip("_") or "shipped" for suffix in SEEDS}
+    return [f"{name}{suffix}={bases[suffix]}:" + ";".join(sets)
+            for name, sets in INFER_SETTINGS.items() for suffix in SEEDS]
+
+
 VARIANTS: dict[str, list[str]] = {"shipped": [], "seed7": ["train.seed=7"], "seed123": ["train.seed=123"]}
 VARIANTS.update({name + suffix: sets + seed for name, sets in INFER_SETTINGS.items() for suffix, seed in SEEDS.items()})
 
@@ -161,7 +172,7 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_ENV)
         # wait4: this child's own peak memory (RUSAGE_CHILDREN would be the largest of every child so far)
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
     text = log.read_text()
     row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": proc.returncode == 0,
            "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "steps": demo_steps(text)}
@@ -463,6 +474,9 @@ def main(argv=None) -> int:
     ap.add_argument("--post", action="append", default=[], metavar="NAME=BASE:SET;SET",
                     help="score a saved run's model again with other [infer] settings (no training), "
                          "e.g. pp=shipped:infer.min_tumour_mm3=300")
+    ap.add_argument("--post-infer-settings", action="store_true",
+                    help="--post every row of INFER_SETTINGS on each seed's trained run (shipped, seed7, seed123): "
+                         "the 15 rows of docs/results.md's inference-settings table")
     ap.add_argument("--finish", metavar="NAME,NAME",
                     help="variants whose training finished but whose demo failed after it: segment and score "
                          "their saved models (no training)")
@@ -476,6 +490,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lesions", action="store_true",
                     help="only recompute the lesion tables of the runs already in --out (no training)")
     args = ap.parse_args(argv)
+    command = _common.command_line(None if argv is None else [__file__, *argv])  # argv holds no script name
+    if args.post_infer_settings:
+        args.post = infer_post_specs() + args.post
     old = args.out / "demo_variants.json"
     rdir = args.report_dir
     if args.lesions or args.select or args.finish or args.post:
@@ -484,7 +501,7 @@ def main(argv=None) -> int:
                      "--select or --lesions first)")
         report = json.loads(old.read_text())
         # the rows these options add or rescore come from this command: the report keeps it beside the first
-        report["meta"].setdefault("later_commands", []).append(_common.command_line(argv))
+        report["meta"].setdefault("later_commands", []).append(command)
     if args.lesions or args.select:
         sel = selection_set(args.out) if args.select else None
         for r in report["runs"]:
@@ -531,7 +548,7 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in variants]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; expected some of {sorted(variants)}")
-    meta = {"command": _common.command_line(argv), "machine": _common.machine_info(), "minutes": args.minutes}
+    meta = {"command": command, "machine": _common.machine_info(), "minutes": args.minutes}
     args.out.mkdir(parents=True, exist_ok=True)
     kept = []
     if args.only and old.exists():

@@ -47,12 +47,10 @@ def score(demo: Path, case_dir: Path, sets: list[str]) -> dict:
             if proc.returncode:
                 raise SystemExit(f"{demo} on {case}: " + proc.stderr[-2000:])
         row = json.loads((tmp / "pred" / "volume_metrics.json").read_text())["cases"][0]
-    liver = row["liver"] if "liver" in row else row["classes"]["liver"]
-    vol = row.get("volumetry", {})
+    liver, vol = row["classes"]["liver"], row["volumetry"]
     return {"demo": os.path.relpath(demo.resolve(), ROOT), "case": case, "liver_dice": liver["dice"],
-            "liver_assd_mm": liver.get("assd_mm"),
-            "liver_ml_pred": vol.get("pred", {}).get("liver_ml", liver.get("pred_ml")),
-            "liver_ml_gt": vol.get("gt", {}).get("liver_ml", liver.get("gt_ml"))}
+            "liver_assd_mm": liver["assd_mm"], "liver_ml_pred": vol["pred"]["liver_ml"],
+            "liver_ml_gt": vol["gt"]["liver_ml"]}
 
 
 def render(report: dict) -> str:
@@ -87,7 +85,8 @@ def main(argv=None) -> int:
     missing = [c for c in CASES if not (args.cases / c / "image.nii.gz").exists()]
     if missing:
         raise SystemExit(f"{args.cases}: {', '.join(missing)} not imported; run bench/quality.py first")
-    report = {"meta": {"command": _common.command_line(argv), "machine": _common.machine_info()},
+    command = _common.command_line(None if argv is None else [__file__, *argv])  # argv holds no script name
+    report = {"meta": {"command": command, "machine": _common.machine_info()},
               "rows": [score(demo, args.cases / c, args.set) for demo in demos for c in CASES]}
     text = render(report)
     _common.save_report("phantom_to_real", report, text, args.report_dir)

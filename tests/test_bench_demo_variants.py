@@ -196,16 +196,27 @@ def test_demo_steps_reads_the_step_table_after_the_summary(dv):
     assert dv.demo_steps("no summary") == {}
 
 
-def test_run_variant_records_the_demo_s_own_peak_memory_and_steps(dv, tmp_path, monkeypatch):
-    script = tmp_path / "fake_demo.py"
-    script.write_text("import sys\nx = b'x' * 60_000_000\nprint('== demo summary')\n"
+def test_run_variant_records_each_demo_s_own_peak_memory_and_steps(dv, tmp_path, monkeypatch):
+    script = tmp_path / "fake_demo.py"  # a "demo" holding MB megabytes, then failing
+    script.write_text("import os, sys\nx = b'x' * (int(os.environ['MB']) * 10**6)\nprint('== demo summary')\n"
                       "print('  train                   7.0 s')\nsys.exit(3)\n")
     real_popen = dv.subprocess.Popen
     monkeypatch.setattr(dv.subprocess, "Popen", lambda cmd, **kw: real_popen([cmd[0], str(script)], **kw))
-    row = dv.run_variant("v", [], tmp_path / "out", None)
-    assert row["ok"] is False and row["steps"] == {"train": 7.0}
-    assert row["peak_rss_gb"] > 0.06  # the child's 60 MB, not this process's
-    assert (tmp_path / "out" / "logs" / "v.log").read_text().startswith("== demo summary")
+    rows = {}
+    for name, mb in (("big", "400"), ("small", "10")):  # the big one first: a running maximum would repeat it
+        monkeypatch.setitem(dv._ENV, "MB", mb)
+        rows[name] = dv.run_variant(name, [], tmp_path / "out", None)
+    assert rows["small"]["ok"] is False and rows["small"]["steps"] == {"train": 7.0}
+    assert rows["big"]["peak_rss_gb"] > 0.4 > 0.2 > rows["small"]["peak_rss_gb"]
+    assert (tmp_path / "out" / "logs" / "small.log").read_text().startswith("== demo summary")
+
+
+def test_post_infer_settings_is_every_infer_setting_on_every_seed_s_run(dv):
+    specs = dv.infer_post_specs()
+    assert len(specs) == len(dv.INFER_SETTINGS) * len(dv.SEEDS) == 15
+    assert specs[:2] == ['best1=shipped:infer.weights=["best.pt"]', 'best1_seed7=seed7:infer.weights=["best.pt"]']
+    assert "nogrow_seed123=seed123:" + ";".join(dv.INFER_SETTINGS["nogrow"]) in specs
+    assert {s.partition("=")[0] for s in specs} <= set(dv.VARIANTS)  # the rows' names are the table's variants
 
 
 def test_render_marks_rows_without_training_figures(dv):
