@@ -291,6 +291,31 @@ def _json_default(o):
 _TRAMPOLINE = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
+#: like :data:`_TRAMPOLINE`, and it also waits for the command with ``os.wait4`` and writes the command's
+#: own ``ru_maxrss`` (KiB on Linux) to the file named by its first argument
+_PEAK_TRAMPOLINE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, s, u = os.wait4(p.pid, 0); "
+                    "open(sys.argv[1], 'w').write(str(u.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(s))")
+
+
+def run_peak_rss(cmd: Sequence[str], log: Path, env: dict | None = None) -> tuple[int, float]:
+    """Run ``cmd`` with its stdout and stderr in ``log``; return its exit code and its own peak RSS in GB.
+
+    ``ru_maxrss`` of a child started from this process would start at this process's high-water mark
+    (the kernel carries it across fork and exec); the command is therefore started by a small trampoline
+    (:data:`_PEAK_TRAMPOLINE`), whose own child's ``ru_maxrss`` is the command's alone."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak_file = Path(log).with_suffix(".maxrss")
+    with open(log, "w") as f:
+        rc = subprocess.call([sys.executable, "-c", _PEAK_TRAMPOLINE, str(peak_file), *cmd], stdout=f,
+                             stderr=subprocess.STDOUT, env=env)
+    try:
+        peak = int(peak_file.read_text()) * scale / 1e9
+        peak_file.unlink()
+    except (OSError, ValueError):  # the trampoline itself failed
+        peak = float("nan")
+    return rc, peak
+
+
 def run_result_subprocess(cmd: Sequence[str], timeout: float, prefix: str = "RESULT ",
                           env: dict | None = None, echo: bool = False, fresh_rusage: bool = True) -> dict:
     """Run ``cmd``; return the JSON of its last ``prefix`` line, plus ``wall_s`` and ``returncode``.

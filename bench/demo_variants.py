@@ -168,14 +168,10 @@ def run_variant(name: str, sets: list[str], out: Path, minutes: float | None) ->
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_ENV)
-        # wait4: this child's own peak memory (RUSAGE_CHILDREN would be the largest of every child so far)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
+    rc, peak_gb = _common.run_peak_rss(cmd, log, env=_ENV)  # the demo's own peak, not this process's
     text = log.read_text()
-    row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": proc.returncode == 0,
-           "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "steps": demo_steps(text)}
+    row = {"name": name, "sets": sets, "seconds": time.perf_counter() - t0, "ok": rc == 0,
+           "peak_rss_gb": peak_gb, "steps": demo_steps(text)}
     if not row["ok"]:
         row["error"] = text.strip().splitlines()[-1:]
         print(text[-4000:])

@@ -200,8 +200,9 @@ def test_run_variant_records_each_demo_s_own_peak_memory_and_steps(dv, tmp_path,
     script = tmp_path / "fake_demo.py"  # a "demo" holding MB megabytes, then failing
     script.write_text("import os, sys\nx = b'x' * (int(os.environ['MB']) * 10**6)\nprint('== demo summary')\n"
                       "print('  train                   7.0 s')\nsys.exit(3)\n")
-    real_popen = dv.subprocess.Popen
-    monkeypatch.setattr(dv.subprocess, "Popen", lambda cmd, **kw: real_popen([cmd[0], str(script)], **kw))
+    real_run = dv._common.run_peak_rss
+    monkeypatch.setattr(dv._common, "run_peak_rss", lambda cmd, log, env: real_run([cmd[0], str(script)], log, env))
+    ballast = b"x" * 500_000_000  # this process bigger than either child: its high-water mark must not count
     rows = {}
     for name, mb in (("big", "400"), ("small", "10")):  # the big one first: a running maximum would repeat it
         monkeypatch.setitem(dv._ENV, "MB", mb)
@@ -209,6 +210,7 @@ def test_run_variant_records_each_demo_s_own_peak_memory_and_steps(dv, tmp_path,
     assert rows["small"]["ok"] is False and rows["small"]["steps"] == {"train": 7.0}
     assert rows["big"]["peak_rss_gb"] > 0.4 > 0.2 > rows["small"]["peak_rss_gb"]
     assert (tmp_path / "out" / "logs" / "small.log").read_text().startswith("== demo summary")
+    assert len(ballast) and not list((tmp_path / "out" / "logs").glob("*.maxrss"))
 
 
 def test_post_infer_settings_is_every_infer_setting_on_every_seed_s_run(dv):
