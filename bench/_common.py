@@ -297,7 +297,8 @@ _PEAK_TRAMPOLINE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2
                     "open(sys.argv[1], 'w').write(str(u.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(s))")
 
 
-def run_peak_rss(cmd: Sequence[str], log: Path, env: dict | None = None) -> tuple[int, float]:
+def run_peak_rss(cmd: Sequence[str], log: Path, env: dict | None = None,
+                 cwd: Path | None = None) -> tuple[int, float]:
     """Run ``cmd`` with its stdout and stderr in ``log``; return its exit code and its own peak RSS in GB.
 
     ``ru_maxrss`` of a child started from this process would start at this process's high-water mark
@@ -307,7 +308,7 @@ def run_peak_rss(cmd: Sequence[str], log: Path, env: dict | None = None) -> tupl
     peak_file = Path(log).with_suffix(".maxrss")
     with open(log, "w") as f:
         rc = subprocess.call([sys.executable, "-c", _PEAK_TRAMPOLINE, str(peak_file), *cmd], stdout=f,
-                             stderr=subprocess.STDOUT, env=env)
+                             stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         peak = int(peak_file.read_text()) * scale / 1e9
         peak_file.unlink()

@@ -1,9 +1,9 @@
 """How a model trained only on phantoms (the demo's, ``demo_run/models/best.pt``) segments real livers.
 
-Runs ``flexunet infer-volume`` with each demo folder's config on IRCADb patients 1 and 17 (imported by
-``bench/quality.py`` into ``bench/results/cache/cases``) and ``flexunet evaluate-volume`` against
+Runs ``flexunet infer-volume`` with each demo folder's config on IRCADb patients 1, 7 and 17 (imported
+by ``bench/quality.py`` into ``bench/results/cache/cases``) and ``flexunet evaluate-volume`` against
 their labels; prints liver Dice (liver = label >= 1, so a liver-with-tumours label counts as it should),
-ASSD and volumes.
+ASSD, liver volumes and the tumour volume labelled (patient 7 has none in its liver).
 
     python bench/phantom_to_real.py [--demo demo_run ...] [--cases bench/results/cache/cases]
                                     [--set infer.KEY=VALUE ...] [--report-dir bench/reports/phantom_to_real]
@@ -29,11 +29,11 @@ sys.path.insert(0, str(BENCH))
 import _common  # noqa: E402
 
 ROOT = BENCH.parent
-CASES = ("ircadb_1", "ircadb_17")
+CASES = ("ircadb_1", "ircadb_7", "ircadb_17")
 
 
 def score(demo: Path, case_dir: Path, sets: list[str]) -> dict:
-    """One demo model on one real case: liver Dice, ASSD, predicted and reference liver mL."""
+    """One demo model on one real case: liver Dice, ASSD, predicted and reference liver and tumour mL."""
     case = case_dir.name
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -50,7 +50,8 @@ def score(demo: Path, case_dir: Path, sets: list[str]) -> dict:
     liver, vol = row["classes"]["liver"], row["volumetry"]
     return {"demo": os.path.relpath(demo.resolve(), ROOT), "case": case, "liver_dice": liver["dice"],
             "liver_assd_mm": liver["assd_mm"], "liver_ml_pred": vol["pred"]["liver_ml"],
-            "liver_ml_gt": vol["gt"]["liver_ml"]}
+            "liver_ml_gt": vol["gt"]["liver_ml"], "tumour_ml_pred": vol["pred"]["tumour_ml"],
+            "tumour_ml_gt": vol["gt"]["tumour_ml"]}
 
 
 def render(report: dict) -> str:
@@ -59,12 +60,13 @@ def render(report: dict) -> str:
         return _common.fmt_num(x, nd, missing="-")
 
     rows = [[Path(r["demo"]).name, r["case"], fmt(r["liver_dice"], 3), fmt(r["liver_assd_mm"], 2),
-             f"{fmt(r['liver_ml_pred'], 0)} / {fmt(r['liver_ml_gt'], 0)}"] for r in report["rows"]]
+             f"{fmt(r['liver_ml_pred'], 0)} / {fmt(r['liver_ml_gt'], 0)}",
+             f"{fmt(r.get('tumour_ml_pred'), 1)} / {fmt(r.get('tumour_ml_gt'), 1)}"] for r in report["rows"]]
     return "\n".join(["# Phantom-trained models on real patients", "",
                       f"- command: `{report['meta']['command']}`",
                       f"- machine: {_common.machine_line(report['meta']['machine'])}", "",
                       _common.md_table(["demo model", "real case", "liver Dice", "liver ASSD mm",
-                                        "liver mL pred / gt"], rows)])
+                                        "liver mL pred / gt", "tumour mL pred / gt"], rows)])
 
 
 def main(argv=None) -> int:
