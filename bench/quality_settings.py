@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from quality import CT_CONFIG, candidate_label, natural_key, selection_score  # 
 
 from flexunet.config.loader import load_config  # noqa: E402
 
+REPO = HERE.parent
 REPORTS = HERE / "reports" / "quality"
 
 
@@ -49,6 +51,11 @@ def load_runs(folder: Path) -> list[dict]:
                     "epochs": (s.get("train") or {}).get("epochs"),
                     "img_per_s": (s.get("train") or {}).get("img_per_s")})
     return out
+
+
+def _short(value) -> str:
+    """A setting's value as the tables show it: paths inside this checkout relative to it."""
+    return str(value).replace(str(REPO) + os.sep, "")
 
 
 def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
@@ -76,7 +83,7 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
         extra = {k: v for k, v in r["sets"].items() if ref["sets"].get(k) != v}
         if not extra:
             continue  # the same settings as the shipped run (a repeat): not a comparison
-        label = ", ".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        label = ", ".join(f"{k}={_short(v)}" for k, v in sorted(extra.items()))
         t["compared"].setdefault((label, r["seed"]), {})[r["fold"]] = r
     return tables
 

@@ -53,3 +53,8 @@ def test_settings_table_against_the_shipped_run_of_each_fold(qs, tmp_path):
     # postprocessing: each candidate's mean over folds and seeds, against the one the CT config ships
     assert f"| {GROW2} (shipped) | 2 | 1.820 | 1.837 | 1.828 | – |" in text
     assert "| none | 1 | 1.830 | 1.847 | 1.838 | +0.010 |" in text
+
+
+def test_a_path_inside_the_checkout_is_named_relative_to_it(qs):
+    assert qs._short(f"'{qs.REPO}/bench/results/pt/best.pt'") == "'bench/results/pt/best.pt'"
+    assert qs._short("0.001") == "0.001"
