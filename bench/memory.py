@@ -112,7 +112,7 @@ def run_measured(cmd: list[str], cwd: Path) -> dict:
     rc, peak_gb = _common.run_peak_rss(cmd, log, env=env, cwd=cwd)
     seconds = time.perf_counter() - t0
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    return {"rc": rc, "seconds": seconds, "peak_rss_mb": peak_gb * 1e9 / 2 ** 20, "stderr": tail}
+    return {"rc": rc, "seconds": seconds, "peak_rss_mb": peak_gb * 1e9 / 2 ** 20, "log_tail": tail}
 
 
 def main(argv=None) -> int:
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     for label, n, unit, cmd in runs:
         res = run_measured(cmd, work)
         if res["rc"] != 0:
-            print(f"FAILED ({res['rc']}): {' '.join(cmd)}\n  " + "\n  ".join(res["stderr"]), file=sys.stderr)
+            print(f"FAILED ({res['rc']}): {' '.join(cmd)}\n  " + "\n  ".join(res["log_tail"]), file=sys.stderr)
         rows.append({"command": label, "n": n, "unit": unit, **res,
                      "cmdline": " ".join(_shell_word(c) for c in ["flexunet", *cmd[4:]]).replace(str(work), "$WORK")})
 
