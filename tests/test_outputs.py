@@ -88,7 +88,7 @@ def test_statistics_and_report_agree_with_evaluate_volume_to_0_1_ml(project, thr
                 assert value == pytest.approx(ref[key], abs=0.1), (case, key, where)
         assert stats["lesion_count"] == ref["n_tumours"] == len(stats["lesions"])
         assert stats["burden_pct"] == pytest.approx(ref["tumour_pct_of_liver"], abs=0.01)
-        # the JSON holds what the issue lists
+        # the statistics JSON holds its provenance, HU, spacing and timings
         assert {"liver_hu", "tumour_hu", "spacing_mm", "model", "flexunet_version", "timings"} <= set(stats)
         assert stats["liver_hu"]["mean"] is not None and stats["spacing_mm"] == [1.5, 1.5, 3.0]
         assert stats["model"]["architecture"] and stats["model"]["config"].endswith("c.config")

@@ -53,7 +53,7 @@ def test_the_report_is_self_contained(report):
         assert src.startswith("data:image/png;base64,")
         img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
         assert img.format == "PNG" and min(img.size) > 50
-    # the sections the issue lists
+    # the sections a report holds
     for needle in ("Patient and series", "Phantom^Liver", "FX-0042", "Statistics", "Lesions", "long axis mm",
                    "Provenance", "weights_sha256", "Coronal slice", "Lesion 1: long axis", "Lesion 2: long axis"):
         assert needle in text, needle
