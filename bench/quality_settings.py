@@ -7,10 +7,12 @@ one fold).
 
 It trains nothing: it reads the run summaries that ``bench/quality.py`` wrote (``bench/reports/quality/runs``
 for the shipped config, its augmentation and plane comparisons; ``bench/reports/quality/settings/runs`` for
-the ``--selection-only --variant NAME --set ...`` comparisons).  In each fold, budget, seed and validation
-set, the shipped config's run is the one of the benchmark's folder with the fewest ``--set`` values (the
-baseline, or the variant the benchmark ran the fold as: augmentation in fold 7 at 20 minutes); a compared
-run is named by the values it sets beyond that run's.  The selection figure is validation liver + tumour
+the ``--selection-only --variant NAME --set ...`` comparisons).  In each fold, budget, seed, validation
+set and processor, the shipped config's run is the one of the benchmark's folder with the fewest ``--set``
+values (the baseline, or the variant the benchmark ran the fold as: augmentation in fold 7 at 20 minutes),
+or, where the benchmark has no run on that processor, the settings folder's; a compared run is named by the
+values it sets beyond that run's.  Runs on another processor than the benchmark's own get tables of their
+own: the same minutes buy another number of epochs there.  The selection figure is validation liver + tumour
 Dice on blocks of the fold's training patients (or on a training case held out whole): no test patient.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ def load_runs(folder: Path) -> list[dict]:
             continue
         valid = s.get("valid")
         out.append({"run": s["run"], "fold": s["fold"], "seed": s["seed"], "budget": float(s["budget_minutes"]),
+                    "cpu": cpu_name(s.get("machine")), "precision": (s.get("train") or {}).get("precision"),
                     "valid": ", ".join(valid) + " held out" if isinstance(valid, list) and valid else "blocks",
                     "sets": dict(s.get("variant_sets") or {}), "score": score,
                     "candidates": {r["label"]: r["score"] for r in (s.get("selection") or {}).get("table", [])
@@ -53,30 +56,46 @@ def load_runs(folder: Path) -> list[dict]:
     return out
 
 
+def cpu_name(machine) -> str:
+    """The processor a run trained on, as its summary's ``machine`` line names it first ("" if unknown):
+    a budget in wall-clock minutes buys another number of epochs on another processor, so runs are only
+    compared with the shipped config's run on the same one."""
+    return str(machine or "").split(" (", 1)[0].strip()
+
+
 def _short(value) -> str:
     """A setting's value as the tables show it: paths inside this checkout relative to it."""
     return str(value).replace(str(REPO) + os.sep, "")
 
 
 def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
-    """``{(budget, valid): {"folds", "shipped": {seed: {fold: run}}, "compared": {(label, seed): {fold: run}}}}``."""
+    """``{(budget, valid, cpu): {"folds", "shipped": {seed: {fold: run}}, "compared": {(label, seed): {fold: run}}}}``.
+
+    The shipped run of a fold, budget, seed, validation and processor is the benchmark's run there with the
+    fewest ``--set`` values; where the benchmark has none on that processor, the settings folder's run with
+    the fewest (the shipped config run beside the compared settings: ``quality.py --selection-only`` with
+    no ``--set``, or fold 7's augmentation alone)."""
     groups: dict = {}
-    for r in shipped_runs:
-        groups.setdefault((r["budget"], r["valid"], r["fold"], r["seed"]), []).append(r)
+    for own, runs in ((True, shipped_runs), (False, other_runs)):
+        for r in runs:
+            groups.setdefault((r["budget"], r["valid"], r["cpu"], r["fold"], r["seed"]), {True: [], False: []})[own].append(r)
     base = {}
-    for key, runs in groups.items():
+    for key, by_folder in groups.items():
+        runs = by_folder[True] or by_folder[False]
         fewest = min(len(r["sets"]) for r in runs)
         pick = [r for r in runs if len(r["sets"]) == fewest]
         if len(pick) == 1:
             base[key] = pick[0]
     tables: dict = {}
     for r in shipped_runs + other_runs:
-        key = (r["budget"], r["valid"], r["fold"], r["seed"])
-        ref = base.get(key)
+        ref = base.get((r["budget"], r["valid"], r["cpu"], r["fold"], r["seed"]))
         if ref is None:
             continue
-        t = tables.setdefault((r["budget"], r["valid"]), {"folds": set(), "shipped": {}, "compared": {}})
+        t = tables.setdefault((r["budget"], r["valid"], r["cpu"]),
+                              {"folds": set(), "shipped": {}, "compared": {}, "precision": set()})
         t["folds"].add(r["fold"])
+        if r.get("precision"):
+            t["precision"].add(r["precision"])
         if r is ref:
             t["shipped"].setdefault(r["seed"], {})[r["fold"]] = r
             continue
@@ -86,6 +105,12 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
         label = ", ".join(f"{k}={_short(v)}" for k, v in sorted(extra.items()))
         t["compared"].setdefault((label, r["seed"]), {})[r["fold"]] = r
     return tables
+
+
+def main_cpu(shipped_runs: list[dict]) -> str:
+    """The processor most of the benchmark's own runs trained on: its tables' headings name no processor."""
+    names = [r["cpu"] for r in shipped_runs]
+    return max(sorted(set(names)), key=names.count) if names else ""
 
 
 def seed_spread(shipped: dict, folds: list[str]) -> tuple[float, str] | None:
@@ -146,7 +171,7 @@ def render_postprocessing(shipped: dict, folds: list[str], ship_label: str | Non
     return L
 
 
-def render(tables: dict, ship_label: str | None = None) -> str:
+def render(tables: dict, ship_label: str | None = None, primary_cpu: str = "") -> str:
     L = ["# Real-CT settings compared on the training side", "",
          "command: `python bench/quality_settings.py` (reads the run summaries of `bench/reports/quality/runs` and "
          "`bench/reports/quality/settings/runs`; each holds its own command and machine)", "",
@@ -154,11 +179,16 @@ def render(tables: dict, ship_label: str | None = None) -> str:
          "blocks of the fold's training patients (or a training case held out whole); the test patient is never "
          "read. The shipped row is the CT config as the benchmark runs each fold; a compared row changes the "
          "setting it names and nothing else. Folds are named by their test patient.", ""]
-    for (budget, valid) in sorted(tables, key=lambda k: (k[0], k[1] != "blocks", k[1])):
-        t = tables[(budget, valid)]
+    for (budget, valid, cpu) in sorted(tables, key=lambda k: (k[0], k[1] != "blocks", k[1], k[2] != primary_cpu,
+                                                              k[2])):
+        t = tables[(budget, valid, cpu)]
         folds = sorted(t["folds"], key=natural_key)
-        L += [f"## {budget:g} training minutes per fold, validation: {valid}", "",
-              "| setting | seed | " + " | ".join(folds) + " | mean over the folds | against shipped | "
+        where = "" if cpu == primary_cpu else f", on {cpu}"
+        L += [f"## {budget:g} training minutes per fold, validation: {valid}{where}", ""]
+        if cpu:
+            L += [f"Trained on {cpu} (precision {', '.join(sorted(t['precision'])) or 'not recorded'}); "
+                  "each row against the shipped config's run on the same processor.", ""]
+        L += ["| setting | seed | " + " | ".join(folds) + " | mean over the folds | against shipped | "
               "epochs | slices/s |", "|---" * (len(folds) + 6) + "|"]
         ship_mean, compared_mean = {}, {}
         rows = [("shipped CT config", seed, runs) for seed, runs in sorted(t["shipped"].items())]
@@ -205,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     reports = Path(args.reports)
     settings = Path(args.settings) if args.settings else reports / "settings"
-    tables = build(load_runs(reports), load_runs(settings))
-    text = render(tables, shipped_candidate(Path(args.config)))
+    shipped_runs = load_runs(reports)
+    tables = build(shipped_runs, load_runs(settings))
+    text = render(tables, shipped_candidate(Path(args.config)), main_cpu(shipped_runs))
     print(text)
     out = settings / "settings.md" if args.out is None else (Path(args.out) if args.out else None)
     if out is not None:

@@ -18,11 +18,12 @@ def qs():
 GROW2 = "fill_holes=True, min_tumour_mm3=0, tumour_grow=2, tumour_grow_beyond=2"  # the CT config's [infer]
 
 
-def _run(folder, fold, score, seed=42, minutes=20.0, variant="", sets=None, valid="blocks"):
+def _run(folder, fold, score, seed=42, minutes=20.0, variant="", sets=None, valid="blocks", machine=None,
+         precision="bf16-mixed"):
     name = f"b{'.' + variant if variant else ''}-{fold}-seed{seed}-{minutes:g}min"
     summary = {"run": name, "recipe": "b", "fold": fold, "seed": seed, "budget_minutes": minutes, "ok": True,
-               "variant": variant or None, "variant_sets": sets or {}, "valid": valid,
-               "train": {"epochs": 30, "img_per_s": 7.5},
+               "variant": variant or None, "variant_sets": sets or {}, "valid": valid, "machine": machine,
+               "train": {"epochs": 30, "img_per_s": 7.5, "precision": precision},
                "selection": {"chosen_label": "none", "table": [{"label": "none", "score": score},
                                                                {"label": GROW2, "score": score - 0.01}]}}
     (folder / "runs").mkdir(parents=True, exist_ok=True)
@@ -58,3 +59,28 @@ def test_settings_table_against_the_shipped_run_of_each_fold(qs, tmp_path):
 def test_a_path_inside_the_checkout_is_named_relative_to_it(qs):
     assert qs._short(f"'{qs.REPO}/bench/results/pt/best.pt'") == "'bench/results/pt/best.pt'"
     assert qs._short("0.001") == "0.001"
+
+
+def test_a_run_on_another_processor_is_compared_with_the_shipped_run_on_that_processor(qs, tmp_path):
+    """A wall-clock budget buys another number of epochs on another processor: runs of the settings folder
+    made there form their own table, against the shipped config's run made beside them."""
+    reports, settings = tmp_path / "q", tmp_path / "q" / "settings"
+    amd, xeon = "AMD EPYC (2 cores visible)", "Intel Xeon (2 cores visible)"
+    for fold, score in (("ircadb_1", 1.85), ("ircadb_17", 1.84)):
+        _run(reports, fold, score, machine=amd)
+        _run(settings, fold, score - 0.10, machine=xeon, precision="32-true")  # the shipped config, Xeon
+        _run(settings, fold, score - 0.05, variant="bs4", sets={"train.batch_size": "4"}, machine=xeon,
+             precision="32-true")
+    _run(reports, "ircadb_7", 1.86, variant="aug", sets={"model.generator": "True"}, machine=amd)
+    _run(settings, "ircadb_7", 1.70, variant="aug", sets={"model.generator": "True"}, machine=xeon,
+         precision="32-true")
+    _run(settings, "ircadb_7", 1.74, variant="aug_bs4", sets={"model.generator": "True", "train.batch_size": "4"},
+         machine=xeon, precision="32-true")
+    assert qs.main(["--reports", str(reports)]) == 0
+    text = (settings / "settings.md").read_text()
+    main, other = text.split("## 20 training minutes per fold, validation: blocks, on Intel Xeon")
+    assert "| shipped CT config | 42 | 1.850 | 1.860 | 1.840 | 1.850 | – |" in main
+    assert "train.batch_size" not in main and "Trained on AMD EPYC (precision bf16-mixed)" in main
+    assert "Trained on Intel Xeon (precision 32-true)" in other
+    assert "| shipped CT config | 42 | 1.750 | 1.700 | 1.740 | 1.730 | – |" in other
+    assert "| train.batch_size=4 | 42 | 1.800 | 1.740 | 1.790 | 1.777 | +0.047 |" in other
