@@ -72,18 +72,30 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
     """``{(budget, valid, cpu): {"folds", "shipped": {seed: {fold: run}}, "compared": {(label, seed): {fold: run}}}}``.
 
     The shipped run of a fold, budget, seed, validation and processor is the benchmark's run there with the
-    fewest ``--set`` values; where the benchmark has none on that processor, the settings folder's run with
-    the fewest (the shipped config run beside the compared settings: ``quality.py --selection-only`` with
-    no ``--set``, or fold 7's augmentation alone)."""
+    fewest ``--set`` values; where the benchmark has none on that processor, the settings folder's run that
+    sets the same values as the benchmark's run of that fold (the shipped config run beside the compared
+    settings: ``quality.py --selection-only`` with no ``--set``, or fold 7's augmentation alone).  A fold
+    with no shipped run on a processor has no row there."""
     groups: dict = {}
     for own, runs in ((True, shipped_runs), (False, other_runs)):
         for r in runs:
             groups.setdefault((r["budget"], r["valid"], r["cpu"], r["fold"], r["seed"]), {True: [], False: []})[own].append(r)
-    base = {}
+    base, as_run = {}, {}
     for key, by_folder in groups.items():
-        runs = by_folder[True] or by_folder[False]
-        fewest = min(len(r["sets"]) for r in runs)
-        pick = [r for r in runs if len(r["sets"]) == fewest]
+        runs = by_folder[True]
+        if runs:
+            fewest = min(len(r["sets"]) for r in runs)
+            pick = [r for r in runs if len(r["sets"]) == fewest]
+            if len(pick) == 1:
+                base[key] = pick[0]
+                as_run[key[:2] + key[3:]] = pick[0]["sets"]
+    for key, by_folder in groups.items():
+        if key in base or by_folder[True]:
+            continue
+        # no benchmark run on this processor: the settings folder's run that sets what the benchmark's run
+        # of the fold sets and nothing more (never a compared setting standing in for the shipped config)
+        want = as_run.get(key[:2] + key[3:], {})
+        pick = [r for r in by_folder[False] if r["sets"] == want]
         if len(pick) == 1:
             base[key] = pick[0]
     tables: dict = {}
