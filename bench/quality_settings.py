@@ -79,7 +79,8 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
     groups: dict = {}
     for own, runs in ((True, shipped_runs), (False, other_runs)):
         for r in runs:
-            groups.setdefault((r["budget"], r["valid"], r["cpu"], r["fold"], r["seed"]), {True: [], False: []})[own].append(r)
+            key = (r["budget"], r["valid"], r["cpu"], r["fold"], r["seed"])
+            groups.setdefault(key, {True: [], False: []})[own].append(r)
     base, as_run = {}, {}
     for key, by_folder in groups.items():
         runs = by_folder[True]
