@@ -91,7 +91,7 @@ def build(shipped_runs: list[dict], other_runs: list[dict]) -> dict:
                 base[key] = pick[0]
                 as_run[key[:2] + key[3:]] = pick[0]["sets"]
     for key, by_folder in groups.items():
-        if key in base or by_folder[True]:
+        if by_folder[True]:
             continue
         # no benchmark run on this processor: the settings folder's run that sets what the benchmark's run
         # of the fold sets and nothing more (never a compared setting standing in for the shipped config)
