@@ -80,7 +80,9 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.8, 0.8, 2.5), or
         ds.PixelRepresentation = 0
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        stored = np.rint((hu[:, :, k].T - intercept) / slope).astype(np.uint16)
+        # float64: in float32, hu - intercept rounds a value such as -39.49999 to 984.5, which rint takes to
+        # the even 984 (-40 HU) where np.rint(hu) gives -39
+        stored = np.rint((hu[:, :, k].T.astype(np.float64) - intercept) / slope).astype(np.uint16)
         ds.PixelData = stored.tobytes()
         ds.save_as(folder / name, enforce_file_format=True)
     return folder
